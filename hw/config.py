@@ -1,0 +1,116 @@
+"""The one configuration object of the accelerator.
+
+`ArrayConfig` is frozen and validated; it round-trips through JSON. The same object feeds the
+Amaranth elaboration (`hw/`), the compiler, the cycle model (`pysim/cycles.py`), the cocotb
+parameters (`tb/`) and the design-space sweeps (`scripts/`). This module imports nothing from
+Amaranth so that the NumPy side can use it without the HDL installed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+
+def _is_pow2(value: int) -> bool:
+    return value > 0 and value & (value - 1) == 0
+
+
+@dataclass(frozen=True)
+class ArrayConfig:
+    #: Name used for build folders and reports.
+    name: str = "default"
+    #: PE rows: output channels (or query tokens) computed in parallel.
+    pe_rows: int = 8
+    #: PE columns: output positions computed in parallel; a power of two (activation banks).
+    pe_cols: int = 8
+    #: Time-step lanes per PE: the largest T computed in parallel; a power of two.
+    lanes: int = 4
+    #: Signed weight width in bits.
+    weight_bits: int = 8
+    #: Per-lane accumulator width in bits (signed).
+    acc_bits: int = 20
+    #: LIF membrane width in bits (signed), fractional bits included.
+    membrane_bits: int = 28
+    #: Words per activation bank (one word = `lanes` bits of one position of one channel/plane).
+    act_depth: int = 2048
+    #: Words of weight memory (one word = `pe_rows` weights).
+    weight_depth: int = 4096
+    #: Entries of per-channel parameter memory (bias and threshold).
+    param_depth: int = 1024
+    #: Layer descriptors the program memory holds.
+    program_depth: int = 64
+    #: Largest frame payload the host link accepts, in bytes.
+    max_payload: int = 256
+    #: Target clock frequency in Hz (used for inferences per second in reports).
+    clock_hz: int = 50_000_000
+
+    def __post_init__(self):
+        def need(cond: bool, field: str, allowed: str):
+            if not cond:
+                raise ValueError(
+                    f"ArrayConfig.{field} = {getattr(self, field)!r} is not allowed: {allowed}"
+                )
+
+        for f in fields(self):
+            if f.name == "name":
+                continue
+            value = getattr(self, f.name)
+            need(isinstance(value, int) and not isinstance(value, bool), f.name, "an integer")
+        need(isinstance(self.name, str) and self.name.isidentifier(), "name",
+             "an identifier (letters, digits, underscore)")
+        need(1 <= self.pe_rows <= 64, "pe_rows", "1 .. 64")
+        need(_is_pow2(self.pe_cols) and self.pe_cols <= 64, "pe_cols", "a power of two, 1 .. 64")
+        need(_is_pow2(self.lanes) and self.lanes <= 16, "lanes", "a power of two, 1 .. 16")
+        need(2 <= self.weight_bits <= 8, "weight_bits", "2 .. 8")
+        need(self.weight_bits + 4 <= self.acc_bits <= 32, "acc_bits",
+             f"{self.weight_bits + 4} .. 32 (at least weight_bits + 4)")
+        need(self.acc_bits + self.lanes + 2 <= self.membrane_bits <= 48, "membrane_bits",
+             f"{self.acc_bits + self.lanes + 2} .. 48 (acc_bits + lanes + 2 fractional/sign bits)")
+        need(_is_pow2(self.act_depth) and 64 <= self.act_depth <= 65536, "act_depth",
+             "a power of two, 64 .. 65536")
+        need(_is_pow2(self.weight_depth) and 64 <= self.weight_depth <= 65536, "weight_depth",
+             "a power of two, 64 .. 65536")
+        need(_is_pow2(self.param_depth) and 16 <= self.param_depth <= 65536, "param_depth",
+             "a power of two, 16 .. 65536")
+        need(1 <= self.program_depth <= 1024, "program_depth", "1 .. 1024")
+        need(16 <= self.max_payload <= 65535, "max_payload", "16 .. 65535 bytes")
+        need(1_000_000 <= self.clock_hz <= 1_000_000_000, "clock_hz", "1 MHz .. 1 GHz")
+
+    @property
+    def pes(self) -> int:
+        """Processing elements in the array."""
+        return self.pe_rows * self.pe_cols
+
+    @property
+    def total_lanes(self) -> int:
+        """AND/accumulate lanes in the array (PEs x time-step lanes)."""
+        return self.pes * self.lanes
+
+    def replace(self, **changes) -> ArrayConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ArrayConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"ArrayConfig has no field(s) {', '.join(unknown)}; "
+                             f"known fields: {', '.join(sorted(known))}")
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str) -> ArrayConfig:
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def load(cls, path: str | Path) -> ArrayConfig:
+        return cls.from_json(Path(path).read_text())
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json())
