@@ -42,6 +42,10 @@ class ArrayConfig:
     param_depth: int = 1024
     #: Layer descriptors the program memory holds.
     program_depth: int = 64
+    #: Entries of reduction micro-program memory (one entry = one input plane-channel step).
+    step_depth: int = 4096
+    #: Bytes of one input slot (flags byte + pixels); two slots double-buffer the tokens.
+    input_depth: int = 1024
     #: Largest frame payload the host link accepts, in bytes.
     max_payload: int = 256
     #: Target clock frequency in Hz (used for inferences per second in reports).
@@ -76,6 +80,10 @@ class ArrayConfig:
         need(_is_pow2(self.param_depth) and 16 <= self.param_depth <= 65536, "param_depth",
              "a power of two, 16 .. 65536")
         need(1 <= self.program_depth <= 1024, "program_depth", "1 .. 1024")
+        need(_is_pow2(self.step_depth) and 16 <= self.step_depth <= 65536, "step_depth",
+             "a power of two, 16 .. 65536")
+        need(_is_pow2(self.input_depth) and 16 <= self.input_depth <= 65536, "input_depth",
+             "a power of two, 16 .. 65536")
         need(16 <= self.max_payload <= 65535, "max_payload", "16 .. 65535 bytes")
         need(1_000_000 <= self.clock_hz <= 1_000_000_000, "clock_hz", "1 MHz .. 1 GHz")
 

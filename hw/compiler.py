@@ -1,0 +1,554 @@
+"""Compiler: an exported `IntModel` plus an `ArrayConfig` -> the accelerator's load image.
+
+Every layer becomes one or more passes (see `hw/isa.py`):
+
+| layer | passes |
+|---|---|
+| conv 3x3 / 1x1 | one: weights from memory, a step per input plane-channel, 9 or 1 taps |
+| lif, sew_add, ms_add, iand | one depthwise pass: identity weights, a step per (row, plane) |
+| maxpool | one pass of the serial max-pool engine |
+| ssa | transpose v; A^T = k^T q per head (multi-bit); y = LIF(A^T-planes AND v^T) |
+| sdsa | k AND v; transpose; per-channel sum + LIF (gate); q AND gate |
+| head | a 1x1 pass whose drain sums columns and lanes into logits |
+
+Multi-bit inputs (pixels, SEW sums, membrane-shortcut streams) are bit-planes; a step over plane
+b shifts the weight by b (negated for the sign plane of an int tensor). The compiler proves from
+the weights and the declared tensor ranges that no accumulator can overflow, and raises
+`DoesNotFit` naming the layer and the limit otherwise.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pysim.intmodel import IntModel, Layer, TensorSpec
+
+from . import isa
+from .config import ArrayConfig
+
+
+class DoesNotFit(ValueError):
+    """The model cannot run on this array configuration; the message names layer and limit."""
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _planes(spec: TensorSpec) -> int:
+    return 1 if spec.kind == "spike" else spec.bits
+
+
+@dataclass
+class Pass:
+    """One descriptor plus its reduction steps and parameters (before address assignment)."""
+    layer: str
+    desc: dict
+    steps: list  #: (col_off, row_off, w_off, shift, neg)
+    params: list  #: (bias, threshold) per parameter entry
+    weights: list = field(default_factory=list)  #: pe_rows-long integer lists
+    #: dense lane-operations the pass performs usefully (conv/linear: Cout*Cin*k*k*P*T)
+    useful: int = 0
+    dump: str | None = None  #: tensor dumped after this pass when tracing
+
+
+class _Allocator:
+    """First-fit allocation of the flat activation space, freed by liveness."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.free = [(0, size)]
+        self.high = 0
+
+    def alloc(self, words: int, what: str) -> int:
+        for i, (start, length) in enumerate(self.free):
+            if length >= words:
+                self.free[i] = (start + words, length - words)
+                self.high = max(self.high, start + words)
+                return start
+        raise DoesNotFit(f"{what}: needs {words} activation words; the "
+                         f"{self.size}-word activation memory (act_depth x pe_cols) is full")
+
+    def release(self, start: int, words: int):
+        self.free.append((start, words))
+        self.free.sort()
+        merged = []
+        for s, n in self.free:
+            if merged and merged[-1][0] + merged[-1][1] == s:
+                merged[-1] = (merged[-1][0], merged[-1][1] + n)
+            else:
+                merged.append((s, n))
+        self.free = merged
+
+
+class CompiledNetwork:
+    """The load image and the host-side codecs of one model on one configuration."""
+
+    def __init__(self, model: IntModel, config: ArrayConfig):
+        self.model = model
+        self.config = config
+        self.passes: list[Pass] = []
+        self.weights: list[list[int]] = []
+        self.params: list[tuple[int, int]] = []
+        self.steps: list[tuple] = []
+        self.tensors: dict[str, tuple[int, TensorSpec]] = {}
+        self.globals: dict = {}
+        self.activation_words = 0
+        _Builder(self).build()
+        from pysim.cycles import cycle_report
+        self.cycles = cycle_report(self)
+
+    # ---- load image ------------------------------------------------------------------------
+    def records(self) -> list[bytes]:
+        """Every load record in order, the commit record last."""
+        R = self.config.pe_rows
+        recs = []
+        g = self.globals
+        recs.append(bytes([isa.REC_GLOBAL]) + b"".join(
+            struct.pack("<i", g[f]) for f in isa.GLOBAL_FIELDS))
+        n = isa.MAX_RECORD_ENTRIES
+        for start in range(0, len(self.weights), n):
+            chunk = self.weights[start:start + n]
+            body = b"".join(bytes(w & 0xFF for w in word) for word in chunk)
+            assert all(len(word) == R for word in chunk)
+            recs.append(struct.pack("<BHB", isa.REC_WEIGHT, start, len(chunk)) + body)
+        for start in range(0, len(self.params), n):
+            chunk = self.params[start:start + n]
+            body = b"".join(struct.pack("<i", b) + (t & (2**48 - 1)).to_bytes(6, "little")
+                            for b, t in chunk)
+            recs.append(struct.pack("<BHB", isa.REC_PARAM, start, len(chunk)) + body)
+        for start in range(0, len(self.steps), n):
+            chunk = self.steps[start:start + n]
+            body = b"".join(struct.pack("<iiHB", c, r, w, s | (neg << 7))
+                            for c, r, w, s, neg in chunk)
+            recs.append(struct.pack("<BHB", isa.REC_STEP, start, len(chunk)) + body)
+        for index, p in enumerate(self.passes):
+            recs.append(struct.pack("<BH", isa.REC_DESC, index) + b"".join(
+                struct.pack("<i", p.desc[f]) for f in isa.DESC_FIELDS))
+        checksum = sum(sum(r) for r in recs) & 0xFFFF
+        recs.append(struct.pack("<BHHH", isa.REC_COMMIT, len(self.passes), len(recs), checksum))
+        return recs
+
+    def load_chunks(self, max_bytes: int) -> list[bytes]:
+        """The load image as chunks of whole records, each at most `max_bytes` long."""
+        chunks, current = [], b""
+        for rec in self._split_records(max_bytes):
+            if current and len(current) + len(rec) > max_bytes:
+                chunks.append(current)
+                current = b""
+            current += rec
+        chunks.append(current)
+        return chunks
+
+    def _split_records(self, max_bytes: int) -> list[bytes]:
+        recs = self.records()
+        biggest = max(len(r) for r in recs if r[0] not in (isa.REC_WEIGHT, isa.REC_PARAM,
+                                                            isa.REC_STEP))
+        if max_bytes < biggest:
+            raise ValueError(f"max_bytes = {max_bytes} is below the largest fixed record "
+                             f"({biggest} bytes)")
+        out = []
+        sizes = {isa.REC_WEIGHT: self.config.pe_rows, isa.REC_PARAM: isa.PARAM_BYTES,
+                 isa.REC_STEP: isa.STEP_BYTES}
+        for rec in recs:
+            if len(rec) <= max_bytes or rec[0] not in sizes:
+                out.append(rec)
+                continue
+            kind, addr, count = struct.unpack("<BHB", rec[:4])
+            size = sizes[kind]
+            per = max(1, (max_bytes - 4) // size)
+            for first in range(0, count, per):
+                n = min(per, count - first)
+                out.append(struct.pack("<BHB", kind, addr + first, n)
+                           + rec[4 + first * size:4 + (first + n) * size])
+        # The commit's record count and checksum describe the records as sent.
+        body = out[:-1]
+        checksum = sum(sum(r) for r in body) & 0xFFFF
+        out[-1] = struct.pack("<BHHH", isa.REC_COMMIT, len(self.passes), len(body), checksum)
+        return out
+
+    # ---- inputs and results ----------------------------------------------------------------
+    @property
+    def input_bytes(self) -> int:
+        return 1 + self.globals["n_pixels"]
+
+    def encode_input(self, image: np.ndarray, trace: bool = False) -> bytes:
+        spec = self.model.input_spec
+        x = np.asarray(image)
+        if x.shape == spec.shape[1:] and spec.shape[0] == 1:
+            x = x[None]
+        if x.shape != spec.shape:
+            raise ValueError(f"image shape {np.asarray(image).shape}, expected {spec.shape}")
+        lo, hi = spec.value_range()
+        if x.min() < lo or x.max() > hi:
+            raise ValueError(f"pixels outside [{lo}, {hi}]")
+        return bytes([1 if trace else 0]) + x.astype(np.uint8).tobytes()
+
+    def trace_tensors(self) -> list[tuple[str, int, TensorSpec]]:
+        return [(p.dump, *self.tensors[p.dump]) for p in self.passes if p.dump]
+
+    def result_bytes(self, trace: bool) -> int:
+        n = 4 * self.model.num_classes
+        if trace:
+            wb = isa.word_bytes(self.config.lanes)
+            n += sum(p.desc["dump_words"] * wb for p in self.passes if p.dump)
+        return n
+
+    def decode_result(self, payload: bytes, trace: bool):
+        if len(payload) != self.result_bytes(trace):
+            raise ValueError(f"result has {len(payload)} bytes, expected "
+                             f"{self.result_bytes(trace)}")
+        T, L = self.model.T, self.config.lanes
+        wb = isa.word_bytes(L)
+        offset, traced = 0, None
+        if trace:
+            traced = {}
+            for name, _, spec in self.trace_tensors():
+                C, H, W = spec.shape
+                planes = _planes(spec)
+                n = planes * C * H * W
+                raw = np.frombuffer(payload[offset:offset + n * wb], np.uint8)
+                offset += n * wb
+                words = raw.reshape(n, wb).astype(np.int64)
+                words = sum(words[:, i] << (8 * i) for i in range(wb))
+                bits = (words[:, None] >> np.arange(T)[None, :]) & 1  # (n, T)
+                bits = bits.reshape(planes, C, H * W, T)
+                value = sum(bits[b] << b for b in range(planes))
+                if spec.kind == "int":
+                    value = value - (bits[planes - 1] << planes)
+                traced[name] = value.transpose(2, 0, 1).reshape(T, C, H, W)
+        logits = np.frombuffer(payload[offset:], "<i4").astype(np.int64)
+        return logits, traced
+
+
+def compile_network(model: IntModel, config: ArrayConfig) -> CompiledNetwork:
+    """Compile `model` for `config`; raises `DoesNotFit` naming the layer and the limit."""
+    return CompiledNetwork(model, config)
+
+
+# ---- the pass builder --------------------------------------------------------------------------
+
+class _Builder:
+    def __init__(self, net: CompiledNetwork):
+        self.net = net
+        self.cfg = net.config
+        self.model = net.model
+        self.R, self.C, self.L = self.cfg.pe_rows, self.cfg.pe_cols, self.cfg.lanes
+        self.alloc = _Allocator(self.cfg.act_depth * self.C)
+        self.acc_limit = 1 << (self.cfg.acc_bits - 1)
+        self.mem_limit = (1 << (self.cfg.membrane_bits - 1)) - 1
+
+    # -- helpers
+    def fail(self, layer: str, what: str):
+        raise DoesNotFit(f"layer {layer}: {what}")
+
+    def tensor_words(self, spec: TensorSpec) -> int:
+        return _planes(spec) * spec.channels * spec.positions
+
+    def new_tensor(self, name: str, spec: TensorSpec, layer: str) -> int:
+        base = self.alloc.alloc(self.tensor_words(spec), f"layer {layer} (tensor {name})")
+        self.net.tensors[name] = (base, spec)
+        return base
+
+    def temp(self, words: int, layer: str) -> int:
+        base = self.alloc.alloc(words, f"layer {layer} (attention temporaries)")
+        self.temps.append((base, words))
+        return base
+
+    def lif_threshold(self, theta: int, shift: int) -> int:
+        # Fire iff 2^L H >= theta 2^(L - s); 2^L H is an integer for t <= L.
+        thr = -(-(int(theta) << self.L) // (1 << shift))
+        return min(thr, self.mem_limit)
+
+    def step_threshold(self, value: int) -> int:
+        return value << (self.L - 1)
+
+    def check_acc(self, layer: str, bound: int, what: str = "accumulator"):
+        if bound >= self.acc_limit:
+            self.fail(layer, f"{what} may reach {bound}, beyond the {self.cfg.acc_bits}-bit "
+                      f"accumulator (acc_bits = {self.cfg.acc_bits})")
+
+    def desc(self, **fields) -> dict:
+        d = {f: 0 for f in isa.DESC_FIELDS}
+        d.update(op=isa.OP_ARRAY, groups=1, taps=1, out_planes=1, par_rg=self.R,
+                 col_ct=self.C, out_ct=self.C)
+        d.update(fields)
+        d["rgs"] = _ceil(d["rows"], self.R) if d["op"] == isa.OP_ARRAY else 0
+        d["cts"] = _ceil(d["cols"], self.C) if d["op"] == isa.OP_ARRAY else 0
+        return d
+
+    def add_pass(self, layer: Layer, desc: dict, steps, params, weights=(), useful=0,
+                 dump=None):
+        self.net.passes.append(Pass(layer.name, desc, list(steps), list(params),
+                                    [list(w) for w in weights], useful, dump))
+
+    # -- network
+    def build(self):
+        net, model, cfg = self.net, self.model, self.cfg
+        if model.T > self.L:
+            self.fail(model.layers[0].name, f"T = {model.T} exceeds the {self.L} time-step "
+                      "lanes (lanes)")
+        if model.weight_bits > cfg.weight_bits:
+            self.fail(model.layers[0].name, f"weight_bits = {model.weight_bits} exceeds the "
+                      f"array's {cfg.weight_bits}-bit weights (weight_bits)")
+        spec = model.input_spec
+        if spec.bits > 8:
+            self.fail(model.layers[0].name, f"input pixels have {spec.bits} bits; tokens carry "
+                      "at most 8")
+        n_pixels = spec.channels * spec.positions
+        if 1 + n_pixels > cfg.input_depth:
+            self.fail(model.layers[0].name, f"input needs {1 + n_pixels} bytes, more than the "
+                      f"{cfg.input_depth}-byte input slot (input_depth)")
+        # Constant weight words: R identity rows, then an all-ones word.
+        self.w_ident = 0
+        self.w_ones = self.R
+        self.weight_words = [[int(r == i) for r in range(self.R)] for i in range(self.R)]
+        self.weight_words.append([1] * self.R)
+        in_base = self.new_tensor(model.input, spec, "input")
+        net.globals = dict(n_pixels=n_pixels, pixel_bits=spec.bits, T=model.T, in_base=in_base,
+                           in_plane=spec.channels * spec.positions)
+        last_use = {}
+        for i, layer in enumerate(model.layers):
+            for name in layer.inputs:
+                last_use[name] = i
+        for i, layer in enumerate(model.layers):
+            self.temps = []
+            getattr(self, "layer_" + layer.kind)(layer)
+            for base, words in self.temps:
+                self.alloc.release(base, words)
+            for name in set(layer.inputs):
+                if last_use[name] == i and name in net.tensors:
+                    base, s = net.tensors[name]
+                    self.alloc.release(base, self.tensor_words(s))
+        self.assign_addresses()
+        net.activation_words = self.alloc.high
+
+    def assign_addresses(self):
+        net, cfg = self.net, self.cfg
+        net.weights = list(self.weight_words)
+        for p in net.passes:
+            p.desc["w_base"] += len(net.weights) if p.weights else 0
+            net.weights.extend(p.weights)
+            p.desc["par_base"] = len(net.params)
+            net.params.extend(p.params)
+            p.desc["step_base"] = len(net.steps)
+            net.steps.extend(p.steps)
+        for what, used, limit in (("weight words", len(net.weights), cfg.weight_depth),
+                                  ("parameter entries", len(net.params), cfg.param_depth),
+                                  ("reduction steps", len(net.steps), cfg.step_depth),
+                                  ("passes", len(net.passes), cfg.program_depth)):
+            if used > limit:
+                layer = net.passes[-1].layer
+                name = {"weight words": "weight_depth", "parameter entries": "param_depth",
+                        "reduction steps": "step_depth", "passes": "program_depth"}[what]
+                raise DoesNotFit(f"layer {layer}: the program needs {used} {what}, more than "
+                                 f"the {limit} the array holds ({name})")
+
+    # -- layer kinds
+    def layer_conv(self, layer: Layer):
+        m = self.model
+        xin = m.tensors[layer.inputs[0]]
+        out = m.tensors[layer.output]
+        w = np.asarray(layer.arrays["weight"], np.int64)
+        bias = np.asarray(layer.arrays["bias"], np.int64)
+        cout, cin, k, _ = w.shape
+        taps = k * k
+        H, W = xin.shape[1:]
+        P = H * W
+        planes = _planes(xin)
+        if k == 3 and W & (W - 1):
+            self.fail(layer.name, f"a 3x3 conv needs a power-of-two grid width, got {W}")
+        _, xmax = xin.value_range()
+        bound = int((np.abs(w).sum(axis=(1, 2, 3)) * xmax + np.abs(bias)).max())
+        self.check_acc(layer.name, bound)
+        src, _ = self.net.tensors[layer.inputs[0]]
+        dst = self.new_tensor(layer.output, out, layer.name)
+        steps = [((b * cin + ch) * P, 0, ch * taps, b, 0)
+                 for ch in range(cin) for b in range(planes)]
+        weights = []
+        for rg in range(_ceil(cout, self.R)):
+            for ch in range(cin):
+                for t in range(taps):
+                    weights.append([int(w[o, ch, t // k, t % k]) if o < cout else 0
+                                    for o in range(rg * self.R, rg * self.R + self.R)])
+        if layer.has_neuron:
+            shift = layer.threshold_shift
+            params = [(int(b), self.lif_threshold(t, shift))
+                      for b, t in zip(bias, layer.arrays["threshold"], strict=True)]
+            mode, oplanes = isa.OUT_LIF, 1
+        else:
+            params = [(int(b), 0) for b in bias]
+            mode, oplanes = isa.OUT_RAW, out.bits
+        d = self.desc(rows=cout, cols=P, steps=len(steps), taps=taps, pad=int(k == 3),
+                      width=W, lastrow=P - W, out_mode=mode, out_planes=oplanes,
+                      col_base=src, w_rg=cin * taps, out_base=dst, out_rg=self.R * P,
+                      out_row=P, out_plane=cout * P,
+                      dump_base=dst, dump_words=self.tensor_words(out))
+        self.add_pass(layer, d, steps, params, weights,
+                      useful=cout * cin * taps * P * m.T, dump=layer.output)
+
+    def layer_head(self, layer: Layer):
+        m = self.model
+        xin = m.tensors[layer.inputs[0]]
+        w = np.asarray(layer.arrays["weight"], np.int64)
+        bias = np.asarray(layer.arrays["bias"], np.int64)
+        classes, cin = w.shape
+        P = xin.positions
+        planes = _planes(xin)
+        _, xmax = xin.value_range()
+        per_lane = int((np.abs(w).sum(axis=1) * xmax).max())
+        self.check_acc(layer.name, per_lane)
+        total = per_lane * P * m.T + int(np.abs(bias).max())
+        if total >= 1 << 31:
+            self.fail(layer.name, f"logits may reach {total}, beyond 32 bits")
+        src, _ = self.net.tensors[layer.inputs[0]]
+        steps = [((b * cin + ch) * P, 0, ch, b, 0) for ch in range(cin) for b in range(planes)]
+        weights = [[int(w[o, ch]) if o < classes else 0
+                    for o in range(rg * self.R, rg * self.R + self.R)]
+                   for rg in range(_ceil(classes, self.R)) for ch in range(cin)]
+        params = [(int(b), 0) for b in bias]
+        if int(np.abs(bias).max()) >= self.acc_limit:
+            self.fail(layer.name, f"bias beyond the {self.cfg.acc_bits}-bit accumulator")
+        d = self.desc(rows=classes, cols=P, steps=len(steps), out_mode=isa.OUT_HEAD,
+                      col_base=src, w_rg=cin)
+        self.add_pass(layer, d, steps, params, weights, useful=classes * cin * P * m.T)
+
+    def layer_maxpool(self, layer: Layer):
+        xin = self.model.tensors[layer.inputs[0]]
+        out = self.model.tensors[layer.output]
+        src, _ = self.net.tensors[layer.inputs[0]]
+        dst = self.new_tensor(layer.output, out, layer.name)
+        C, H, W = xin.shape
+        d = self.desc(op=isa.OP_MAXPOOL, groups=C, col_base=src, col_g=H * W, out_base=dst,
+                      out_row=out.positions, mp_h=H, mp_w=W, mp_ho=out.shape[1],
+                      mp_wo=out.shape[2], dump_base=dst, dump_words=self.tensor_words(out))
+        self.add_pass(layer, d, [], [], dump=layer.output)
+
+    def depthwise(self, layer: Layer, operands, mode, oplanes, params, out_name, out_base,
+                  channels, P, row=None, dump=True):
+        """A pass where row r of a tile reads only channel r of each operand (identity
+        weights): elementwise sums, LIF on an int tensor, IAND and AND masks."""
+        first = operands[0][0]
+        steps = []
+        for s in range(self.R):
+            for base, spec, negate in operands:
+                planes = _planes(spec)
+                for b in range(planes):
+                    neg = int(negate or (spec.kind == "int" and b == planes - 1))
+                    if negate and spec.kind != "spike":
+                        raise AssertionError("negated operands are spikes")
+                    steps.append((base - first + (b * channels + s) * P, 0, self.w_ident + s,
+                                  b, neg))
+        fields = dict(rows=channels, cols=P, steps=len(steps), out_mode=mode,
+                      out_planes=oplanes, col_base=first, col_rg=self.R * P, w_base=0,
+                      out_base=out_base, out_rg=self.R * P, out_row=P,
+                      out_plane=channels * P)
+        if row is not None:
+            fields.update(row_mode=isa.ROW_RUN, row_base=row, row_rg=self.R)
+        if dump:
+            fields.update(dump_base=out_base, dump_words=oplanes * channels * P)
+        d = self.desc(**fields)
+        self.add_pass(layer, d, steps, params, dump=out_name if dump else None)
+
+    def layer_lif(self, layer: Layer):
+        xin = self.model.tensors[layer.inputs[0]]
+        out = self.model.tensors[layer.output]
+        lo, hi = xin.value_range()
+        self.check_acc(layer.name, max(-lo, hi))
+        src, _ = self.net.tensors[layer.inputs[0]]
+        dst = self.new_tensor(layer.output, out, layer.name)
+        params = [(0, self.lif_threshold(t, layer.threshold_shift))
+                  for t in layer.arrays["threshold"]]
+        self.depthwise(layer, [(src, xin, False)], isa.OUT_LIF, 1, params, layer.output, dst,
+                       xin.channels, xin.positions)
+
+    def _residual(self, layer: Layer, negate_first: bool, mode, oplanes, thr):
+        specs = [self.model.tensors[n] for n in layer.inputs]
+        out = self.model.tensors[layer.output]
+        bound = sum(max(-s.value_range()[0], s.value_range()[1]) for s in specs)
+        self.check_acc(layer.name, bound)
+        bases = [self.net.tensors[n][0] for n in layer.inputs]
+        dst = self.new_tensor(layer.output, out, layer.name)
+        ops = [(bases[0], specs[0], negate_first), (bases[1], specs[1], False)]
+        params = [(0, thr)] * out.channels
+        self.depthwise(layer, ops, mode, oplanes, params, layer.output, dst, out.channels,
+                       out.positions)
+
+    def layer_sew_add(self, layer: Layer):
+        self._residual(layer, False, isa.OUT_RAW, self.model.tensors[layer.output].bits, 0)
+
+    def layer_ms_add(self, layer: Layer):
+        self._residual(layer, False, isa.OUT_RAW, self.model.tensors[layer.output].bits, 0)
+
+    def layer_iand(self, layer: Layer):
+        # (NOT branch) AND shortcut == (shortcut - branch >= 1)
+        self._residual(layer, True, isa.OUT_STEP, 1, self.step_threshold(1))
+
+    def transpose(self, layer: Layer, src: int, channels: int, P: int) -> int:
+        """Spike tensor (channels x P) -> (P x channels): rows are positions of the source,
+        columns its channels, a one-hot column per step."""
+        if self.R > self.C:
+            self.fail(layer.name, f"attention needs pe_rows <= pe_cols, got {self.R} > {self.C}")
+        dst = self.temp(channels * P, layer.name)
+        steps = [(s, s * P, self.w_ones, 0, 0) for s in range(self.C)]
+        d = self.desc(rows=P, cols=channels, steps=len(steps), col_mode=isa.COL_ONEHOT,
+                      row_mode=isa.ROW_RUN, out_mode=isa.OUT_STEP, row_base=src,
+                      row_rg=self.R, row_ct=self.C * P, out_base=dst, out_rg=self.R * channels,
+                      out_row=channels, out_plane=channels * P)
+        self.add_pass(layer, d, steps, [(0, self.step_threshold(1))] * P)
+        return dst
+
+    def layer_ssa(self, layer: Layer):
+        q, k, v = (self.net.tensors[n][0] for n in layer.inputs)
+        spec = self.model.tensors[layer.inputs[0]]
+        out = self.model.tensors[layer.output]
+        D, N = spec.channels, spec.positions
+        heads = layer.params["heads"]
+        dh = D // heads
+        abits = max(1, dh.bit_length())
+        self.check_acc(layer.name, N * dh, "attention count q k^T v")
+        dst = self.new_tensor(layer.output, out, layer.name)
+        vt = self.transpose(layer, v, D, N)
+        at = self.temp(abits * heads * N * N, layer.name)
+        steps = [(j * N, j * N, self.w_ones, 0, 0) for j in range(dh)]
+        d = self.desc(groups=heads, rows=N, cols=N, steps=len(steps), row_mode=isa.ROW_RUN,
+                      out_mode=isa.OUT_RAW, out_planes=abits, col_base=q, col_g=dh * N,
+                      row_base=k, row_g=dh * N, row_rg=self.R, par_g=N, out_base=at,
+                      out_g=N * N, out_rg=self.R * N, out_row=N, out_plane=heads * N * N)
+        self.add_pass(layer, d, steps, [(0, 0)] * (heads * N))
+        steps = [((b * heads * N + m) * N, m * D, self.w_ones, b, 0)
+                 for m in range(N) for b in range(abits)]
+        params = [(0, self.lif_threshold(t, layer.threshold_shift))
+                  for t in layer.arrays["threshold"]]
+        d = self.desc(groups=heads, rows=dh, cols=N, steps=len(steps), row_mode=isa.ROW_RUN,
+                      out_mode=isa.OUT_LIF, col_base=at, col_g=N * N, row_base=vt, row_g=dh,
+                      row_rg=self.R, par_g=dh, out_base=dst, out_g=dh * N, out_rg=self.R * N,
+                      out_row=N, out_plane=D * N, dump_base=dst, dump_words=D * N)
+        self.add_pass(layer, d, steps, params, dump=layer.output)
+
+    def layer_sdsa(self, layer: Layer):
+        q, k, v = (self.net.tensors[n][0] for n in layer.inputs)
+        spec = self.model.tensors[layer.inputs[0]]
+        out = self.model.tensors[layer.output]
+        D, N = spec.channels, spec.positions
+        self.check_acc(layer.name, N, "k AND v count")
+        dst = self.new_tensor(layer.output, out, layer.name)
+        kv = self.temp(D * N, layer.name)
+        self.depthwise(layer, [(k, spec, False), (v, spec, False)], isa.OUT_STEP, 1,
+                       [(0, self.step_threshold(2))] * D, None, kv, D, N, dump=False)
+        kvt = self.transpose(layer, kv, D, N)
+        # Gate: row r = channel c0 + r sums column c of the transposed AND over the tokens
+        # (a row-operand run); one column, per-channel thresholds.
+        gate = self.temp(D, layer.name)
+        steps = [(0, n * D, self.w_ones, 0, 0) for n in range(N)]
+        params = [(0, self.lif_threshold(t, layer.threshold_shift))
+                  for t in layer.arrays["threshold"]]
+        d = self.desc(rows=D, cols=1, steps=len(steps), col_mode=isa.COL_ONEHOT,
+                      row_mode=isa.ROW_RUN, out_mode=isa.OUT_LIF, row_base=kvt,
+                      row_rg=self.R, out_base=gate, out_rg=self.R, out_row=1, out_plane=D)
+        self.add_pass(layer, d, steps, params)
+        self.depthwise(layer, [(q, spec, False)], isa.OUT_STEP, 1,
+                       [(0, self.step_threshold(1))] * D, layer.output, dst, D, N, row=gate)

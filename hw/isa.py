@@ -1,0 +1,69 @@
+"""The accelerator's instruction set: load records, pass descriptors and reduction steps.
+
+Shared by the compiler (`hw/compiler.py`), the NumPy executor (`pysim/hwref.py`), the cycle model
+(`pysim/cycles.py`) and the gateware (`hw/accelerator.py`). Imports nothing from Amaranth.
+
+A network runs as a list of *passes*. An array pass sweeps output tiles (R output rows x C output
+positions) in the order group > row group > column tile; each tile runs the same reduction
+micro-program of `steps` entries, each entry repeated over `taps` kernel taps (1 or 9). Every
+address is a base plus strides of the loop indices, so every layer kind is a choice of strides.
+
+Activation memory is one flat word space, interleaved over C banks (bank = address mod C); a
+word holds the `lanes` time steps of one position of one bit-plane of one channel. Tensors are
+stored plane-major: `address = base + (plane * channels + channel) * positions + position`.
+"""
+
+from __future__ import annotations
+
+# ---- pass kinds and modes --------------------------------------------------------------------
+OP_ARRAY = 0  #: PE-array pass
+OP_MAXPOOL = 1  #: serial 3x3/2 max-pool engine
+
+OUT_LIF = 0  #: LIF over the T accumulated steps (membrane carried across steps)
+OUT_STEP = 1  #: per-step threshold (membrane reset every step): IAND, AND
+OUT_RAW = 2  #: write acc + bias as `out_planes` two's-complement bit-planes
+OUT_HEAD = 3  #: sum every column and lane into one logit per row; emit after the last tile
+
+COL_RUN = 0  #: column c reads word `col_addr + c`
+COL_ONEHOT = 1  #: column c sees all-ones when c == step.col_off, else zero (transposes)
+ROW_ONES = 0  #: rows see all-ones
+ROW_RUN = 1  #: row r reads word `row_addr + r` (needs pe_rows <= pe_cols)
+
+#: Descriptor fields, in load order. Each is a 32-bit signed value in the load image.
+DESC_FIELDS = (
+    "op", "groups", "rgs", "rows", "cts", "cols", "steps", "step_base", "taps", "pad",
+    "width", "lastrow", "col_mode", "row_mode", "out_mode", "out_planes",
+    "col_base", "col_g", "col_rg", "col_ct",
+    "row_base", "row_g", "row_rg", "row_ct",
+    "w_base", "w_g", "w_rg",
+    "par_base", "par_g", "par_rg",
+    "out_base", "out_g", "out_rg", "out_ct", "out_row", "out_plane",
+    "dump_base", "dump_words",
+    # max-pool engine: input grid and output grid
+    "mp_h", "mp_w", "mp_ho", "mp_wo",
+)
+FIELD_INDEX = {name: i for i, name in enumerate(DESC_FIELDS)}
+
+#: Global record fields (one per program).
+GLOBAL_FIELDS = ("n_pixels", "pixel_bits", "T", "in_base", "in_plane")
+
+# ---- load records ----------------------------------------------------------------------------
+REC_WEIGHT = 0x57  #: 'W' addr u16, n u8, n words of pe_rows int8 weights
+REC_PARAM = 0x50  #: 'P' addr u16, n u8, n x (bias i32, threshold i48)
+REC_STEP = 0x53  #: 'S' addr u16, n u8, n x (col_off i32, row_off i32, w_off u16, shift|neg<<7)
+REC_DESC = 0x44  #: 'D' index u16, then len(DESC_FIELDS) x i32
+REC_GLOBAL = 0x47  #: 'G' len(GLOBAL_FIELDS) x i32
+REC_COMMIT = 0x43  #: 'C' passes u16, records u16, checksum u16 (byte sum of the records)
+
+PARAM_BYTES = 10
+STEP_BYTES = 11
+DESC_BYTES = 4 * len(DESC_FIELDS)
+GLOBAL_BYTES = 4 * len(GLOBAL_FIELDS)
+COMMIT_BYTES = 6
+#: Largest count of entries in one weight/param/step record.
+MAX_RECORD_ENTRIES = 255
+
+
+def word_bytes(lanes: int) -> int:
+    """Bytes per activation word in a trace dump (lanes little-endian, lane 0 = bit 0)."""
+    return (lanes + 7) // 8

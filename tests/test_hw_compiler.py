@@ -1,0 +1,85 @@
+"""Compiler + NumPy executor (`pysim/hwref.py`) against the golden model, and the fit checks."""
+
+import numpy as np
+import pytest
+
+from hw import isa
+from hw.compiler import DoesNotFit, compile_network
+from hw.config import ArrayConfig
+from pysim import golden
+from pysim.hwref import Executor
+from pysim.random_model import FAMILIES, random_images, random_int_model
+
+CONFIGS = [ArrayConfig(name="tiny", pe_rows=4, pe_cols=4, lanes=4),
+           ArrayConfig(name="wide", pe_rows=8, pe_cols=16, lanes=8, membrane_bits=32)]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.name)
+def test_executor_equals_golden(family, config):
+    model = random_int_model(family, seed=7, T=4 if config.lanes >= 4 else config.lanes)
+    net = compile_network(model, config)
+    for image in random_images(model, 2, seed=11):
+        logits, trace = golden.run(model, image[None])
+        payload = Executor(net).run(image, trace=True)
+        assert len(payload) == net.result_bytes(True)
+        got, traced = net.decode_result(payload, trace=True)
+        np.testing.assert_array_equal(got, logits[0])
+        assert set(traced) == {layer.output for layer in model.layers if layer.kind != "head"}
+        for name, value in traced.items():
+            np.testing.assert_array_equal(value, trace[name][0], err_msg=name)
+        plain = Executor(net).run(image, trace=False)
+        np.testing.assert_array_equal(net.decode_result(plain, False)[0], logits[0])
+
+
+def test_t_below_lanes():
+    model = random_int_model("iand", seed=2, T=2)
+    net = compile_network(model, ArrayConfig(pe_rows=4, pe_cols=4, lanes=4))
+    image = random_images(model, 1, seed=1)[0]
+    got, _ = net.decode_result(Executor(net).run(image), False)
+    np.testing.assert_array_equal(got, golden.run(model, image[None])[0][0])
+
+
+def test_executor_detects_a_wrong_weight():
+    model = random_int_model("iand", seed=3)
+    image = random_images(model, 1, seed=5)[0]
+    good = Executor(compile_network(model, CONFIGS[0])).run(image, trace=True)
+    net = compile_network(model, CONFIGS[0])
+    net.weights[net.passes[0].desc["w_base"]][0] += 5
+    assert Executor(net).run(image, trace=True) != good
+
+
+def test_load_chunks_whole_records_and_commit():
+    model = random_int_model("sew", seed=4)
+    net = compile_network(model, CONFIGS[0])
+    chunks = net.load_chunks(200)
+    assert all(len(c) <= 200 for c in chunks)
+    assert chunks[-1][-7] == isa.REC_COMMIT
+    stream = b"".join(chunks)
+    assert stream[0] == isa.REC_GLOBAL
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"lanes": 2}, "T = 4 exceeds the 2 time-step lanes"),
+    ({"act_depth": 64}, "activation memory"),
+    ({"acc_bits": 12, "membrane_bits": 20}, "accumulator"),
+    ({"weight_depth": 64}, "weight_depth"),
+    ({"step_depth": 16}, "step_depth"),
+    ({"program_depth": 4}, "program_depth"),
+])
+def test_does_not_fit_names_layer_and_limit(changes, message):
+    model = random_int_model("sew", seed=5)
+    base = dict(pe_rows=4, pe_cols=4, lanes=4)
+    base.update(changes)
+    with pytest.raises(DoesNotFit, match=message) as err:
+        compile_network(model, ArrayConfig(**base))
+    assert "layer " in str(err.value)
+
+
+def test_cycle_model_counts_every_pass():
+    model = random_int_model("iand", seed=6)
+    net = compile_network(model, ArrayConfig())
+    report = net.cycles
+    assert len(report.passes) == len(net.passes)
+    assert report.total == report.unpack + sum(p.cycles for p in report.passes) + 1
+    assert all(0 < p.utilization <= 1 for p in report.passes if p.useful)
