@@ -1,0 +1,73 @@
+"""The PE array: time-step-parallel AND/accumulate, no multipliers.
+
+`PeArray` is `pe_rows x pe_cols` processing elements. Each PE has `lanes` accumulators, one per
+time step; all lanes of a row share one weight. Per cycle with `valid`, lane l of PE (r, c) adds
+`(-1)^neg * (weight[r] << shift)` when `rowop[r][l] AND colop[c][l]`:
+
+- conv / linear: rowop all ones, colop = the input spikes (or one bit-plane of a multi-bit input,
+  the weight shifted by the plane index);
+- spike AND spike (q k^T, k AND v): rowop and colop are both spike words, weight 1;
+- spike selects a multi-bit value ((q k^T) v): colop is bit-plane b of the multi-bit value,
+  rowop the selecting spike, weight `1 << b`.
+
+`first` starts a new tile (accumulators restart from 0); with `last` the finished sums are copied
+into the shadow bank, so a drain can read them while the next tile accumulates (double-buffered
+accumulators).
+
+Latency: 1 cycle (shadow holds a tile's sums the cycle after its `last` step).
+Throughput: one reduction step per cycle, `pe_rows * pe_cols * lanes` lane operations.
+Cost: `2 * pe_rows * pe_cols * lanes` registers of `acc_bits` (working + shadow), as many
+`acc_bits` adders, `pe_rows` barrel shifters of `weight_bits` by 0 .. 15; no multipliers.
+"""
+
+from amaranth import Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import ArrayConfig
+
+
+def acc_layout(config: ArrayConfig) -> data.ArrayLayout:
+    """Accumulators of the whole array: [row][column][lane], signed `acc_bits`."""
+    lane = data.ArrayLayout(signed(config.acc_bits), config.lanes)
+    return data.ArrayLayout(data.ArrayLayout(lane, config.pe_cols), config.pe_rows)
+
+
+class PeArray(wiring.Component):
+    def __init__(self, config: ArrayConfig):
+        self.config = config
+        R, C, L = config.pe_rows, config.pe_cols, config.lanes
+        super().__init__({
+            "valid": In(1),
+            "first": In(1),
+            "last": In(1),
+            "weight": In(data.ArrayLayout(signed(config.weight_bits), R)),
+            "shift": In(4),
+            "neg": In(1),
+            "rowop": In(data.ArrayLayout(L, R)),
+            "colop": In(data.ArrayLayout(L, C)),
+            "shadow": Out(acc_layout(config)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        R, C, L, A = cfg.pe_rows, cfg.pe_cols, cfg.lanes, cfg.acc_bits
+        acc = Signal(acc_layout(cfg))
+        for r in range(R):
+            # One shifted, signed weight per row, shared by every column and lane.
+            shifted = Signal(signed(A), name=f"w{r}")
+            m.d.comb += shifted.eq(self.weight[r].as_signed() << self.shift)
+            term = Signal(signed(A), name=f"t{r}")
+            m.d.comb += term.eq(Mux(self.neg, -shifted, shifted))
+            for c in range(C):
+                for lane in range(L):
+                    gate = self.rowop[r][lane] & self.colop[c][lane]
+                    base = Mux(self.first, 0, acc[r][c][lane])
+                    nxt = Signal(signed(A), name=f"n{r}_{c}_{lane}")
+                    m.d.comb += nxt.eq(base + Mux(gate, term, 0))
+                    with m.If(self.valid):
+                        m.d.sync += acc[r][c][lane].eq(nxt)
+                        with m.If(self.last):
+                            m.d.sync += self.shadow[r][c][lane].eq(nxt)
+        return m

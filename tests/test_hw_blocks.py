@@ -1,0 +1,137 @@
+"""PE array and LIF unit in the Amaranth simulator against `pysim/hwref.py`."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from hw.config import ArrayConfig
+from hw.lif import LifUnit
+from hw.pe import PeArray
+from pysim.hwref import bits_word, lif_unit, pe_tile
+
+CFG = ArrayConfig(name="blk", pe_rows=3, pe_cols=2, lanes=4, weight_bits=8, acc_bits=14,
+                  membrane_bits=20)
+
+
+def run_pe(config, steps, stall_every=0):
+    """Drive `steps` = list of (weights, shift, neg, rowops, colops) as one tile; stalls insert
+    invalid cycles. Returns the shadow accumulators (R, C, L)."""
+    dut = PeArray(config)
+    R, C, L = config.pe_rows, config.pe_cols, config.lanes
+    out = {}
+
+    async def bench(ctx):
+        for i, (w, shift, neg, rowop, colop) in enumerate(steps):
+            if stall_every and i % stall_every == 1:
+                ctx.set(dut.valid, 0)
+                await ctx.tick()
+            ctx.set(dut.valid, 1)
+            ctx.set(dut.first, i == 0)
+            ctx.set(dut.last, i == len(steps) - 1)
+            for r in range(R):
+                ctx.set(dut.weight[r], int(w[r]))
+                ctx.set(dut.rowop[r], int(bits_word(rowop[r])))
+            for c in range(C):
+                ctx.set(dut.colop[c], int(bits_word(colop[c])))
+            ctx.set(dut.shift, shift)
+            ctx.set(dut.neg, neg)
+            await ctx.tick()
+        ctx.set(dut.valid, 0)
+        await ctx.tick()
+        out["acc"] = np.array([[[ctx.get(dut.shadow[r][c][lane]) for lane in range(L)]
+                                for c in range(C)] for r in range(R)])
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return out["acc"]
+
+
+def reference(config, steps):
+    w, s, n, ro, co = zip(*steps, strict=True)
+    return pe_tile(np.array(w), s, n, np.array(ro), np.array(co), config.acc_bits)
+
+
+def random_steps(rng, config, count, qmax=127):
+    R, C, L = config.pe_rows, config.pe_cols, config.lanes
+    return [(rng.integers(-qmax, qmax + 1, R), int(rng.integers(0, 4)), int(rng.integers(0, 2)),
+             rng.integers(0, 2, (R, L)), rng.integers(0, 2, (C, L))) for _ in range(count)]
+
+
+@pytest.mark.parametrize("stall", [0, 2])
+def test_pe_array_random(stall):
+    rng = np.random.default_rng(1)
+    steps = random_steps(rng, CFG, 12)
+    np.testing.assert_array_equal(run_pe(CFG, steps, stall), reference(CFG, steps))
+
+
+def test_pe_array_corners():
+    R, C, L = CFG.pe_rows, CFG.pe_cols, CFG.lanes
+    ones_r, ones_c = np.ones((R, L), int), np.ones((C, L), int)
+    zero_c = np.zeros((C, L), int)
+    # Saturation limits of the weights, all-one and all-zero spikes, the largest shift.
+    steps = [(np.full(R, 127), 3, 0, ones_r, ones_c), (np.full(R, -127), 0, 1, ones_r, ones_c),
+             (np.full(R, -127), 3, 0, ones_r, zero_c), (np.array([1, -1, 0]), 0, 0, ones_r,
+                                                         ones_c)]
+    acc = run_pe(CFG, steps)
+    np.testing.assert_array_equal(acc, reference(CFG, steps))
+    assert acc[0, 0, 0] == 127 * 8 + 127 + 1
+
+
+def test_pe_reference_detects_a_wrong_sum():
+    rng = np.random.default_rng(2)
+    steps = random_steps(rng, CFG, 4)
+    acc = run_pe(CFG, steps)
+    bad = list(steps)
+    bad[0] = (steps[0][0] + 1,) + steps[0][1:]
+    assert not np.array_equal(acc, reference(CFG, bad))
+
+
+def run_lif(config, cases):
+    dut = LifUnit(config)
+    got = []
+
+    async def bench(ctx):
+        for x, bias, thr, T, step in cases:
+            for lane, value in enumerate(x):
+                ctx.set(dut.x[lane], int(value))
+            ctx.set(dut.bias, bias)
+            ctx.set(dut.threshold, thr)
+            ctx.set(dut.T, T)
+            ctx.set(dut.step, step)
+            await ctx.delay(1e-7)
+            got.append([(ctx.get(dut.spikes) >> t) & 1 for t in range(config.lanes)])
+
+    sim = Simulator(dut)
+    sim.add_testbench(bench)
+    sim.run()
+    return np.array(got)
+
+
+def test_lif_unit_corners_and_random():
+    L, A = CFG.lanes, CFG.acc_bits
+    top = (1 << (A - 1)) - 1
+    cases = [
+        ([4, 4, 4, 4], 0, 4 << (L - 1), 4, 0),  # B = 32 exactly at the threshold: fires
+        ([8, 0, 0, 0], 0, 4 << L, 4, 0),  # H = 4 >= theta 4 exactly
+        ([7, 0, 0, 0], 0, 4 << L, 4, 0),  # just below
+        ([top, top, top, top], 0, 1, 4, 0),  # saturation limit, fires every step
+        ([-top - 1] * 4, 0, 1, 4, 0),  # most negative
+        ([0, 0, 0, 0], 0, 1, 4, 0),  # all zero
+        ([5, 5, 5, 5], 3, 16, 1, 0),  # T = 1: later lanes masked
+        ([1, -1, 1, 0], 0, 1 << (L - 1), 4, 1),  # step mode (IAND)
+    ]
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        cases.append((list(rng.integers(-300, 300, L)), int(rng.integers(-50, 50)),
+                      int(rng.integers(1, 3000)), int(rng.integers(1, L + 1)),
+                      int(rng.integers(0, 2))))
+    got = run_lif(CFG, cases)
+    for case, spikes in zip(cases, got, strict=True):
+        x, bias, thr, T, step = case
+        want = lif_unit(np.array(x), bias, thr, T, L, CFG.membrane_bits, bool(step))
+        np.testing.assert_array_equal(spikes, want, err_msg=str(case))
+    assert list(got[0]) == [1, 1, 1, 1]
+    assert list(got[1]) == [1, 0, 0, 0] and list(got[2]) == [0, 0, 0, 0]
+    assert list(got[6]) == [1, 0, 0, 0]
