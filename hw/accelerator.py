@@ -388,7 +388,8 @@ class _Core(wiring.Component):
             "rows_left": signed(18), "first_ct": 1, "last_ct": 1, "final": 1}))
         s2 = Signal(data.StructLayout({
             "valid": 1, "first": 1, "last": 1, "shift": 4, "neg": 1, "col_lo": max(LC, 1),
-            "row_lo": max(LC, 1), "onehot": max(LC, 1), "mask": C, "p0": AW + 1,
+            "row_lo": max(LC, 1), "onehot": max(LC, 1), "mask": C, "valid_cols": C,
+            "p0": AW + 1,
             "par_t": PAW, "out_t": AW, "rows_left": signed(18), "first_ct": 1, "last_ct": 1,
             "final": 1}))
         stall = Signal()
@@ -471,6 +472,7 @@ class _Core(wiring.Component):
         with m.Else():
             m.d.comb += run_read(1, row_addr)
         mask = Signal(C)
+        valid_cols = Signal(C)
         wmask = d["width"] - 1
         for c in range(C):
             pos = Signal(AW + 1, name=f"pos{c}")
@@ -480,14 +482,14 @@ class _Core(wiring.Component):
             pad_ok = ~(((s1.ky == 0) & (pos < d["width"]))
                        | ((s1.ky == 2) & (pos >= d["lastrow"]))
                        | ((s1.kx == 0) & (x == 0)) | ((s1.kx == 2) & (x == wmask)))
-            m.d.comb += mask[c].eq(ok & (pad_ok | ~d["pad"][0]))
+            m.d.comb += [mask[c].eq(ok & (pad_ok | ~d["pad"][0])), valid_cols[c].eq(ok)]
         m.d.sync += s2.valid.eq(s1.valid)
         with m.If(s1.valid):
             m.d.sync += [
                 s2.first.eq(s1.first), s2.last.eq(s1.last), s2.shift.eq(step.shift),
                 s2.neg.eq(step.neg), s2.col_lo.eq(col_addr[:LC] if LC else 0),
                 s2.row_lo.eq(row_addr[:LC] if LC else 0), s2.onehot.eq(step.col[:max(LC, 1)]),
-                s2.mask.eq(mask), s2.p0.eq(s1.p0), s2.par_t.eq(s1.par_t), s2.out_t.eq(s1.out_t),
+                s2.mask.eq(mask), s2.valid_cols.eq(valid_cols), s2.p0.eq(s1.p0), s2.par_t.eq(s1.par_t), s2.out_t.eq(s1.out_t),
                 s2.rows_left.eq(s1.rows_left), s2.first_ct.eq(s1.first_ct),
                 s2.last_ct.eq(s1.last_ct), s2.final.eq(s1.final),
             ]
@@ -521,8 +523,9 @@ class _Core(wiring.Component):
         dr_byte = Signal(2)
         logits = [Signal(32, name=f"logit{r}") for r in range(R)]
         m.d.comb += drain_busy.eq(dr_phase != 0)
+        self._probe = {"s2": s2, "pe": pe, "dr_phase": dr_phase}
         with m.If(s2.valid & s2.last):
-            m.d.sync += [dr.mask.eq(s2.mask), dr.par_t.eq(s2.par_t), dr.out_t.eq(s2.out_t),
+            m.d.sync += [dr.mask.eq(s2.valid_cols), dr.par_t.eq(s2.par_t), dr.out_t.eq(s2.out_t),
                          dr.rows_left.eq(s2.rows_left), dr.first_ct.eq(s2.first_ct),
                          dr.last_ct.eq(s2.last_ct), dr.final.eq(s2.final), dr_phase.eq(1),
                          dr_row.eq(0), dr_plane.eq(0)]

@@ -5,9 +5,11 @@ Pure Python (no Amaranth), so sweeps can call it fast. It mirrors the sequencer 
 tracing off and the results stream always ready (tests/test_hw_accelerator.py checks this):
 
 - unpack: `n_pixels * (pixel_bits + 1)` cycles (one pixel read, one write per bit-plane);
-- each pass: `len(DESC_FIELDS) + 1` cycles to load its descriptor, then
+- each pass: `len(DESC_FIELDS) + 1` cycles to load its descriptor, one start cycle, one
+  end-of-pass cycle, and
   - array pass: tiles issue one reduction step per cycle (`steps * taps` per tile); the last
-    step of a tile waits until the drain of the previous tile is idle; a drain takes
+    step of a tile waits until the drain of the previous tile is idle (the pass ends one cycle
+    after the last drain); a drain takes
     `1 + pe_rows * out_planes` cycles (head: `1 + pe_rows`, plus 4 per emitted logit) and
     starts 3 cycles after its tile's last step issues;
   - max-pool pass: 9 cycles per output word plus a 2-cycle tail;
@@ -26,6 +28,7 @@ import numpy as np
 from hw import isa
 
 DESC_LOAD = len(isa.DESC_FIELDS) + 1
+PASS_OVERHEAD = DESC_LOAD + 2  #: descriptor load, one start cycle, one end-of-pass cycle
 PIPE = 3  #: cycles from issuing a tile's last step to the first drain cycle
 MAXPOOL_PER_WORD = 9
 MAXPOOL_TAIL = 2
@@ -73,7 +76,7 @@ def array_pass_cycles(config, desc: dict) -> int:
                 drain_free = start + d
                 end = drain_free
                 t = last + 1
-    return end
+    return end + 1
 
 
 def maxpool_pass_cycles(desc: dict) -> int:
@@ -83,7 +86,7 @@ def maxpool_pass_cycles(desc: dict) -> int:
 def pass_cycles(config, desc: dict) -> int:
     body = (maxpool_pass_cycles(desc) if desc["op"] == isa.OP_MAXPOOL
             else array_pass_cycles(config, desc))
-    return DESC_LOAD + body
+    return PASS_OVERHEAD + body
 
 
 @dataclass

@@ -1,0 +1,137 @@
+"""The accelerator end to end in the Amaranth simulator: logits and every layer's output equal
+the golden model; busy cycles equal the cycle model; malformed loads and inputs are reported."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from hw.accelerator import Accelerator
+from hw.compiler import compile_network
+from hw.config import ArrayConfig
+from hw.status import Status
+from pysim import golden
+from pysim.random_model import random_images, random_int_model
+
+CFG = ArrayConfig(name="sim", pe_rows=4, pe_cols=4, lanes=4, act_depth=2048, weight_depth=512,
+                  param_depth=256, step_depth=1024, program_depth=32, input_depth=128)
+
+
+async def send(ctx, port, data, stall=0):
+    for i, byte in enumerate(data):
+        if stall and i % stall == stall - 1:
+            ctx.set(port.valid, 0)
+            await ctx.tick()
+        ctx.set(port.valid, 1)
+        ctx.set(port.payload.data, byte)
+        ctx.set(port.payload.last, i == len(data) - 1)
+        await ctx.tick().until(port.ready)
+    ctx.set(port.valid, 0)
+
+
+async def receive(ctx, dut, limit, stall=0):
+    out, cycles, busy = bytearray(), 0, 0
+    while cycles < limit:
+        ready = not (stall and cycles % stall == stall - 1)
+        ctx.set(dut.results.ready, ready)
+        busy += ctx.get(dut.status.busy)
+        done = False
+        if ready and ctx.get(dut.results.valid):
+            out.append(ctx.get(dut.results.payload.data))
+            done = ctx.get(dut.results.payload.last)
+        await ctx.tick()
+        cycles += 1
+        if done:
+            while ctx.get(dut.status.busy):  # the sequencer's tail after the last byte
+                busy += 1
+                await ctx.tick()
+            break
+    return bytes(out), busy
+
+
+def simulate(bench, config=CFG):
+    dut = Accelerator(config)
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+
+    async def testbench(ctx):
+        await bench(ctx, dut)
+
+    sim.add_testbench(testbench)
+    sim.run()
+
+
+@pytest.mark.parametrize("family", ["iand", "sew", "ms", "sdsa"])
+def test_end_to_end_equals_golden_and_cycle_model(family):
+    model = random_int_model(family, seed=1, size=8, dim=8)
+    net = compile_network(model, CFG)
+    image = random_images(model, 1, seed=3)[0]
+    got = {}
+
+    async def bench(ctx, dut):
+        for chunk in net.load_chunks(CFG.max_payload):
+            await send(ctx, dut.load, chunk, stall=7)
+        await ctx.tick()
+        assert ctx.get(dut.status.ready) and ctx.get(dut.status.error) == Status.OK
+        await send(ctx, dut.tokens, net.encode_input(image, trace=True), stall=5)
+        got["trace"], _ = await receive(ctx, dut, 100_000, stall=3)
+        await send(ctx, dut.tokens, net.encode_input(image, trace=False))
+        got["plain"], got["busy"] = await receive(ctx, dut, 100_000)
+
+    simulate(bench)
+    logits, trace = golden.run(model, image[None])
+    decoded, traced = net.decode_result(got["trace"], trace=True)
+    np.testing.assert_array_equal(decoded, logits[0])
+    for name, value in traced.items():
+        np.testing.assert_array_equal(value, trace[name][0], err_msg=name)
+    np.testing.assert_array_equal(net.decode_result(got["plain"], False)[0], logits[0])
+    assert got["busy"] == net.cycles.total, (got["busy"], net.cycles.total)
+
+
+def test_errors_are_reported_and_clear_recovers():
+    model = random_int_model("iand", seed=2, size=4, dim=4)
+    net = compile_network(model, CFG)
+    seen = {}
+
+    async def bench(ctx, dut):
+        await send(ctx, dut.tokens, net.encode_input(random_images(model, 1)[0]))
+        await ctx.tick()
+        seen["not_loaded"] = ctx.get(dut.status.error)
+        await send(ctx, dut.load, b"\x99\x01\x02")
+        await ctx.tick()
+        seen["bad_record"] = ctx.get(dut.status.error)
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
+        await send(ctx, dut.load, bytes([0x57, 0xFF, 0xFF, 2]) + bytes(2 * CFG.pe_rows))
+        await ctx.tick()
+        seen["does_not_fit"] = ctx.get(dut.status.error)
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
+        chunks = net.load_chunks(CFG.max_payload)
+        await send(ctx, dut.load, chunks[0][:-3])  # a record cut short by `last`
+        await ctx.tick()
+        seen["truncated"] = ctx.get(dut.status.error)
+        seen["ready_after_bad"] = ctx.get(dut.status.ready)
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
+        for chunk in chunks:
+            await send(ctx, dut.load, chunk)
+        await ctx.tick()
+        seen["ready"] = ctx.get(dut.status.ready)
+        await send(ctx, dut.tokens, b"\x00" * 3)
+        await ctx.tick()
+        seen["bad_input"] = ctx.get(dut.status.error)
+        await send(ctx, dut.tokens, net.encode_input(random_images(model, 1)[0]))
+        seen["payload"], _ = await receive(ctx, dut, 20_000)
+
+    simulate(bench)
+    assert seen["not_loaded"] == Status.NOT_LOADED
+    assert seen["bad_record"] == Status.BAD_RECORD
+    assert seen["does_not_fit"] == Status.DOES_NOT_FIT
+    assert seen["truncated"] == Status.BAD_RECORD and not seen["ready_after_bad"]
+    assert seen["ready"]
+    assert seen["bad_input"] == Status.BAD_INPUT
+    logits, _ = golden.run(model, random_images(model, 1)[0][None])
+    np.testing.assert_array_equal(net.decode_result(seen["payload"], False)[0], logits[0])
