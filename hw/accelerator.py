@@ -98,7 +98,6 @@ class _Core(wiring.Component):
         WAW, PAW, SAW = _log2(cfg.weight_depth), _log2(cfg.param_depth), _log2(cfg.step_depth)
         IAW = _log2(cfg.input_depth)
         NF = len(isa.DESC_FIELDS)
-        F = isa.FIELD_INDEX
 
         error = Signal(8)
         ready = Signal()
@@ -290,7 +289,7 @@ class _Core(wiring.Component):
                             with m.Case(isa.REC_GLOBAL):
                                 word = entry_word(4)
                                 with m.Switch(nent):
-                                    for i, (name, sig) in enumerate(zip(
+                                    for i, (_, sig) in enumerate(zip(
                                             isa.GLOBAL_FIELDS,
                                             (g_n_pixels, g_bits, g_T, g_in_base, g_in_plane),
                                             strict=True)):
@@ -489,7 +488,8 @@ class _Core(wiring.Component):
                 s2.first.eq(s1.first), s2.last.eq(s1.last), s2.shift.eq(step.shift),
                 s2.neg.eq(step.neg), s2.col_lo.eq(col_addr[:LC] if LC else 0),
                 s2.row_lo.eq(row_addr[:LC] if LC else 0), s2.onehot.eq(step.col[:max(LC, 1)]),
-                s2.mask.eq(mask), s2.valid_cols.eq(valid_cols), s2.p0.eq(s1.p0), s2.par_t.eq(s1.par_t), s2.out_t.eq(s1.out_t),
+                s2.mask.eq(mask), s2.valid_cols.eq(valid_cols), s2.p0.eq(s1.p0),
+                s2.par_t.eq(s1.par_t), s2.out_t.eq(s1.out_t),
                 s2.rows_left.eq(s1.rows_left), s2.first_ct.eq(s1.first_ct),
                 s2.last_ct.eq(s1.last_ct), s2.final.eq(s1.final),
             ]
@@ -523,7 +523,6 @@ class _Core(wiring.Component):
         dr_byte = Signal(2)
         logits = [Signal(32, name=f"logit{r}") for r in range(R)]
         m.d.comb += drain_busy.eq(dr_phase != 0)
-        self._probe = {"s2": s2, "pe": pe, "dr_phase": dr_phase}
         with m.If(s2.valid & s2.last):
             m.d.sync += [dr.mask.eq(s2.valid_cols), dr.par_t.eq(s2.par_t), dr.out_t.eq(s2.out_t),
                          dr.rows_left.eq(s2.rows_left), dr.first_ct.eq(s2.first_ct),
@@ -746,7 +745,8 @@ class _Core(wiring.Component):
                 m.d.sync += dump_word.eq(rotate(1, dump_addr[:LC] if LC else Const(0, 1))[0])
                 m.next = "DUMP_EMIT"
             with m.State("DUMP_EMIT"):
-                m.d.comb += [emit_valid.eq(1), emit_data.eq(dump_word >> Cat(Const(0, 3), dump_byte))]
+                m.d.comb += [emit_valid.eq(1),
+                             emit_data.eq(dump_word >> Cat(Const(0, 3), dump_byte))]
                 with m.If(self.results.ready):
                     m.d.sync += dump_byte.eq(dump_byte + 1)
                     with m.If(dump_byte == WBY - 1):
