@@ -1,0 +1,226 @@
+"""The host API of the accelerator: load a compiled network, run inputs, read logits and spikes.
+
+    from firmware.host import Accelerator
+    from firmware.transport import SerialTransport
+
+    with Accelerator(SerialTransport("/dev/ttyUSB1")) as acc:
+        acc.load(compile_network(model, config))
+        logits = acc.infer(images)
+        logits, spikes = acc.infer(images[:2], trace=True)
+
+The same code drives the cocotb simulation through `SocketTransport`. Inputs are streamed: the
+next inputs' tokens are queued on the device (as far as its queue has room) while the current
+one computes, and results are read back as they appear. Every device error becomes a
+`DeviceError` naming the status and the request that got it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from firmware.protocol import (
+    RESPONSE,
+    Command,
+    Frame,
+    FrameParser,
+    LinkStatus,
+    ProtocolError,
+    decode_queue_free,
+    decode_read,
+    encode_frame,
+    encode_segments,
+)
+from firmware.transport import Transport, TransportError
+from hw.status import Status
+
+
+class DeviceError(RuntimeError):
+    """The device answered a request with an error status."""
+
+    def __init__(self, status: Status, request: str):
+        self.status = Status(status)
+        self.request = request
+        super().__init__(f"{request}: device answered {self.status.name} "
+                         f"({self.status.description})")
+
+
+class Accelerator:
+    """Synchronous host-side driver of one `HostLinkTop` (board or simulation).
+
+    `timeout` bounds the wait for any single response and for the next result while inputs
+    are in flight (seconds of wall time).
+    """
+
+    def __init__(self, transport: Transport, timeout: float = 30.0):
+        self.transport = transport
+        self.timeout = timeout
+        self.parser = FrameParser()
+        self.pending: list[Frame] = []
+        #: responses that answered no request of ours (after garbage on the line), kept for tests
+        self.unsolicited: list[Frame] = []
+        self.compiled = None
+        self.max_payload = 0xFFFF  # until the device says
+        link = self.status()
+        self.max_payload = link.max_payload
+        self.queue_depth = link.queue_depth
+        self.result_depth = link.result_depth
+        self.parser.max_payload = self.max_payload
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        self.transport.close()
+
+    # ---- frames ----------------------------------------------------------------------------------
+
+    def _next_frame(self, timeout: float) -> Frame | None:
+        deadline = time.monotonic() + timeout
+        while not self.pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            data = self.transport.read(4096, min(left, 0.5))
+            if data:
+                self.pending.extend(self.parser.feed(data))
+        return self.pending.pop(0)
+
+    def request(self, cmd: Command, payload: bytes = b"", what: str | None = None) -> Frame:
+        """Send one request and return its response (any status); raise if none arrives."""
+        what = what or getattr(cmd, "name", f"command 0x{cmd:02x}")
+        if len(payload) > self.max_payload:
+            raise ValueError(f"{what}: payload of {len(payload)} bytes is over the device's "
+                             f"max_payload {self.max_payload}")
+        self.transport.write(encode_frame(cmd, payload))
+        deadline = time.monotonic() + self.timeout
+        while True:
+            frame = self._next_frame(max(deadline - time.monotonic(), 0))
+            if frame is None:
+                raise TransportError(f"{what}: no response within {self.timeout:.1f} s")
+            if frame.cmd == cmd | RESPONSE:
+                return frame
+            self.unsolicited.append(frame)
+
+    def _checked(self, cmd: Command, payload: bytes = b"", what: str | None = None) -> Frame:
+        frame = self.request(cmd, payload, what)
+        if frame.status != Status.OK:
+            raise DeviceError(frame.status, what or cmd.name)
+        return frame
+
+    def send_raw(self, data: bytes) -> None:
+        """Put arbitrary bytes on the line (tests: malformed frames)."""
+        self.transport.write(data)
+
+    def drain(self, quiet: float = 0.3) -> list[Frame]:
+        """Collect responses until the line is quiet for `quiet` seconds; return them."""
+        frames = list(self.pending)
+        self.pending.clear()
+        while True:
+            frame = self._next_frame(quiet)
+            if frame is None:
+                return frames
+            frames.append(frame)
+
+    # ---- commands --------------------------------------------------------------------------------
+
+    def status(self) -> LinkStatus:
+        """The device's status; a sticky core error is reported in `.error`, not raised."""
+        return LinkStatus.decode(self.request(Command.STATUS).payload)
+
+    def reset(self) -> None:
+        """Clear the core's error and program and empty the device's queues."""
+        self._checked(Command.RESET)
+        self.compiled = None
+
+    def load(self, compiled) -> None:
+        """Load a `hw.compiler.CompiledNetwork`; raise `DeviceError` if the device rejects it."""
+        chunks = compiled.load_chunks(self.max_payload)
+        for index, chunk in enumerate(chunks):
+            what = f"LOAD chunk {index + 1}/{len(chunks)}"
+            while True:
+                frame = self.request(Command.LOAD, chunk, what)
+                if frame.status != Status.BUSY:
+                    break
+                self._wait_idle(what)
+            if frame.status != Status.OK:
+                raise DeviceError(frame.status, what)
+        link = self._wait_idle("LOAD commit")
+        if link.error != Status.OK:
+            raise DeviceError(link.error, "LOAD commit")
+        if not link.ready:
+            raise DeviceError(Status.NOT_LOADED, "LOAD commit (device not ready after the "
+                              "commit record)")
+        self.compiled = compiled
+
+    def _wait_idle(self, what: str) -> LinkStatus:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            link = self.status()
+            if link.idle or link.error != Status.OK:
+                return link
+            if time.monotonic() > deadline:
+                raise TransportError(f"{what}: device queue did not drain within "
+                                     f"{self.timeout:.1f} s")
+
+    def infer(self, images: Sequence | np.ndarray, trace: bool = False,
+              on_result: Callable[[int], None] | None = None):
+        """Run every input; return logits `(B, classes)` (and a list of spike dicts if `trace`).
+
+        Tokens are queued as far as the device's queue has room, results are read as they
+        come; `on_result(count)` is called after each complete result (progress bars).
+        """
+        compiled = self.compiled
+        if compiled is None:
+            raise DeviceError(Status.NOT_LOADED, "infer (call load() first)")
+        tokens = [compiled.encode_input(np.asarray(image), trace=trace) for image in images]
+        result_bytes = compiled.result_bytes(trace)
+        frames = encode_segments(tokens, self.max_payload)
+        read_max = self.max_payload - 4
+        stream = bytearray()
+        received = 0  # result bytes received so far
+        outputs = []
+        queue_free = 0
+        sent = 0
+        last_progress = time.monotonic()
+        while len(outputs) < len(tokens):
+            while sent < len(frames) and len(frames[sent]) <= queue_free:
+                frame = self.request(Command.INFER, frames[sent], f"INFER frame {sent + 1}")
+                if frame.status == Status.BUSY:
+                    queue_free = 0
+                    break
+                if frame.status != Status.OK:
+                    raise DeviceError(frame.status, f"INFER frame {sent + 1}/{len(frames)}")
+                queue_free = decode_queue_free(frame.payload)
+                sent += 1
+            frame = self._checked(Command.READ, read_max.to_bytes(2, "little"),
+                                  f"READ after {len(outputs)} results")
+            queue_free, data, ends = decode_read(frame.payload)
+            expected_ends = ((received + len(data)) // result_bytes
+                             - received // result_bytes)
+            if ends != min(expected_ends, 255):
+                raise ProtocolError(f"result stream out of step: {ends} result ends in bytes "
+                                    f"{received} .. {received + len(data)}, expected "
+                                    f"{expected_ends} ({result_bytes} bytes per result)")
+            received += len(data)
+            stream += data
+            while len(stream) >= result_bytes:
+                outputs.append(compiled.decode_result(bytes(stream[:result_bytes]), trace))
+                del stream[:result_bytes]
+                if on_result is not None:
+                    on_result(len(outputs))
+            now = time.monotonic()
+            if data:
+                last_progress = now
+            elif now - last_progress > self.timeout:
+                raise TransportError(f"no result for {self.timeout:.1f} s after "
+                                     f"{len(outputs)}/{len(tokens)} results")
+        logits = np.stack([out[0] for out in outputs]).astype(np.int64)
+        if trace:
+            return logits, [out[1] for out in outputs]
+        return logits
