@@ -51,12 +51,14 @@ class Accelerator:
     """Synchronous host-side driver of one `HostLinkTop` (board or simulation).
 
     `timeout` bounds the wait for any single response and for the next result while inputs
-    are in flight (seconds of wall time).
+    are in flight (seconds of wall time); `poll_interval` is a pause after a READ that found
+    no result bytes.
     """
 
-    def __init__(self, transport: Transport, timeout: float = 30.0):
+    def __init__(self, transport: Transport, timeout: float = 30.0, poll_interval: float = 0.0):
         self.transport = transport
         self.timeout = timeout
+        self.poll_interval = poll_interval
         self.parser = FrameParser()
         self.pending: list[Frame] = []
         #: responses that answered no request of ours (after garbage on the line), kept for tests
@@ -217,7 +219,9 @@ class Accelerator:
             now = time.monotonic()
             if data:
                 last_progress = now
-            elif now - last_progress > self.timeout:
+            elif self.poll_interval:
+                time.sleep(self.poll_interval)
+            if now - last_progress > self.timeout:
                 raise TransportError(f"no result for {self.timeout:.1f} s after "
                                      f"{len(outputs)}/{len(tokens)} results")
         logits = np.stack([out[0] for out in outputs]).astype(np.int64)

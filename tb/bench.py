@@ -85,7 +85,7 @@ class TB:
     @staticmethod
     def cycles() -> int:
         """Clock cycles simulated so far."""
-        return cocotb.utils.get_sim_time("ns") // CLOCK_NS
+        return int(cocotb.utils.get_sim_time("ns")) // CLOCK_NS
 
     async def serve(self, path: str, poll_cycles: int = 32, accept_timeout: float = 120.0):
         """Bridge the Unix socket at `path` to the DUT until the host disconnects.

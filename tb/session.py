@@ -84,7 +84,9 @@ def build(config: ArrayConfig, name: str | None = None, core=None, **link_args) 
     sim_dir.mkdir(parents=True, exist_ok=True)
     verilog = directory / f"{TOP}.v"
     start = time.monotonic()
-    generate(config, verilog, core=core, **link_args)
+    # The cosimulation always has the link's stall hooks (tied low unless a test stresses
+    # them), so the stress tests and `make sim` share one build per configuration.
+    generate(config, verilog, core=core, **{"test_hooks": True, **link_args})
     control = directory / "public.vlt"
     control.write_text(f'`verilator_config\npublic_flat_rw -module "{TOP}" -var "*"\n')
     libs = cocotb_tools.config.libs_dir
@@ -160,7 +162,9 @@ class Session:
         return cls(build(config, name, core, **(link_args or {})), **session_args)
 
     def accelerator(self, timeout: float = 60.0) -> Accelerator:
-        return Accelerator(self.transport, timeout=timeout)
+        # An empty READ waits a little (wall time) before the next one, so the simulator runs
+        # the core at full speed instead of spending its cycles on poll frames.
+        return Accelerator(self.transport, timeout=timeout, poll_interval=0.002)
 
     def close(self) -> None:
         self.transport.close()

@@ -1,0 +1,157 @@
+"""`make sim`: a trained spiking transformer on the RTL, fed by the host firmware, checked bit
+for bit against the golden model.
+
+    python -m tb.run_sim --model spikformer [--config hw/configs/default.json] [--images N]
+
+Steps: load `checkpoints/<model>.json`, compile it for the configuration, build the Verilator
+model of `spikeformer_top` (host link + accelerator), stream the digits test split through
+`firmware.host.Accelerator` over the cosimulation socket, compare every input's logits with
+`pysim.golden.run`, and read the busy-cycle counter to check the cycle model. Prints a summary,
+writes `build/sim/report.json`, exits 1 on any mismatch or cycle-model disagreement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = ROOT / "hw" / "configs" / "default.json"
+
+
+def _step(index: int, total: int, text: str) -> float:
+    print(f"step {index}/{total}: {text}", flush=True)
+    return time.monotonic()
+
+
+def per_inference_cycles(compiled) -> int:
+    return int(getattr(compiled.cycles, "per_inference", None) or compiled.cycles.total)
+
+
+def pe_utilization(compiled) -> float:
+    cycles = compiled.cycles
+    if hasattr(cycles, "pe_utilization"):
+        return float(cycles.pe_utilization)
+    return cycles.useful / (compiled.config.total_lanes * per_inference_cycles(compiled))
+
+
+def run(model_name: str, config_path: str | None, images: int | None, out: Path,
+        progress: bool = True) -> dict:
+    from tqdm import tqdm
+
+    from hw.compiler import compile_network
+    from hw.config import ArrayConfig
+    from pysim import golden
+    from pysim.data import digits_test
+    from pysim.intmodel import IntModel
+    from tb.session import Session, build
+
+    steps = 5
+    t = _step(1, steps, f"load checkpoints/{model_name}.json and the digits test split")
+    model = IntModel.load(ROOT / "checkpoints" / f"{model_name}.json")
+    config = ArrayConfig.load(config_path or DEFAULT_CONFIG)
+    x, y = digits_test()
+    if images is not None:
+        x, y = x[:images], y[:images]
+    print(f"  {len(x)} images, model {model.model} (T={model.T}), config {config.name}")
+
+    t = _step(2, steps, "golden model")
+    expected, _ = golden.run(model, x, record=False)
+    accuracy_golden = float(np.mean(expected.argmax(1) == y))
+
+    t = _step(3, steps, f"compile for {config.name} ({config.pe_rows}x{config.pe_cols} PEs, "
+              f"{config.lanes} lanes)")
+    compiled = compile_network(model, config)
+    model_cycles = per_inference_cycles(compiled)
+
+    t = _step(4, steps, f"Verilator build in build/cosim/{config.name}")
+    built = build(config)
+    print(f"  built in {time.monotonic() - t:.1f} s")
+
+    t = _step(5, steps, "cosimulate through the host firmware")
+    with Session(built) as session:
+        acc = session.accelerator(timeout=300)
+        acc.reset()
+        acc.load(compiled)
+        before = acc.status()
+        wall = time.monotonic()
+        bar = tqdm(total=len(x), unit="img", disable=not progress, file=sys.stdout)
+        got = acc.infer(x, on_result=lambda n: bar.update(n - bar.n))
+        bar.close()
+        wall = time.monotonic() - wall
+        after = acc.status()
+    stats = session.stats
+    done = after.results_done - before.results_done
+    busy = after.busy_cycles - before.busy_cycles
+    measured = busy / done if done else 0.0
+    mismatches = [int(i) for i in np.nonzero((got != expected).any(axis=1))[0]]
+    accuracy_rtl = float(np.mean(got.argmax(1) == y))
+    sim_cps = stats.get("cycles", 0) / stats["wall_seconds"] if stats.get("wall_seconds") else 0
+    report = {
+        "model": model_name,
+        "config": config.name,
+        "config_values": json.loads(config.to_json()),
+        "images": int(len(x)),
+        "accuracy_golden": accuracy_golden,
+        "accuracy_rtl": accuracy_rtl,
+        "mismatches": len(mismatches),
+        "mismatching_inputs": mismatches[:50],
+        "cycles_per_inference": measured,
+        "cycles_per_inference_model": model_cycles,
+        "cycle_model_equal": done == len(x) and busy == model_cycles * done,
+        "pe_utilization": pe_utilization(compiled),
+        "sim_cycles": stats.get("cycles"),
+        "sim_wall_seconds": stats.get("wall_seconds"),
+        "sim_cycles_per_second": sim_cps,
+        "host_seconds": wall,
+        "clock_hz": config.clock_hz,
+        "inferences_per_second_at_clock": config.clock_hz / measured if measured else 0.0,
+        "cocotb_passed": session.passed,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def summary(r: dict) -> str:
+    return "\n".join([
+        f"model {r['model']} on config {r['config']}, {r['images']} images",
+        f"  accuracy          golden {r['accuracy_golden']:.2%}   RTL {r['accuracy_rtl']:.2%}",
+        f"  mismatches        {r['mismatches']} inputs differ from the golden model"
+        + (f" (first: {r['mismatching_inputs'][:10]})" if r["mismatches"] else ""),
+        f"  cycles/inference  {r['cycles_per_inference']:.0f} measured, "
+        f"{r['cycles_per_inference_model']} cycle model "
+        f"({'equal' if r['cycle_model_equal'] else 'DIFFERENT'})",
+        f"  PE utilization    {r['pe_utilization']:.1%}",
+        f"  simulation        {r['sim_cycles_per_second']:,.0f} cycles/s "
+        f"({r['sim_cycles']:,} cycles in {r['sim_wall_seconds']:.1f} s)",
+        f"  at {r['clock_hz'] / 1e6:g} MHz     {r['inferences_per_second_at_clock']:,.0f} "
+        "inferences/s",
+    ])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tb.run_sim", description=__doc__.split(
+        "\n")[0])
+    parser.add_argument("--model", default="spikformer", help="checkpoints/<model>.json")
+    parser.add_argument("--config", help=f"ArrayConfig JSON (default {DEFAULT_CONFIG})")
+    parser.add_argument("--images", type=int, help="first N test images (default: all)")
+    parser.add_argument("--out", default=str(ROOT / "build" / "sim" / "report.json"))
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    report = run(args.model, args.config, args.images, Path(args.out),
+                 progress=not args.no_progress)
+    print(summary(report))
+    print(f"wrote {args.out}")
+    ok = (report["mismatches"] == 0 and report["cycle_model_equal"]
+          and report["accuracy_rtl"] == report["accuracy_golden"])
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
