@@ -1,0 +1,163 @@
+"""The iCEBreaker top's UART bridge in cosimulation: a bit-exact inference over the serial line.
+
+The design under test is `hw.boards.UARTBridge` in the iCEBreaker's `ArrayConfig`: everything
+the bitstream holds except the PLL and the pin buffers (UART receiver and transmitter, host link,
+accelerator). cocotbext-uart's `UartSource`/`UartSink` play the FTDI chip; a Unix socket carries
+their bytes to the host firmware (`firmware.host.Accelerator` over `SocketTransport`), which
+loads a compiled network and runs inferences through its serial framing exactly as it would on
+the board. The logits must equal `pysim.golden.run`. The baud divisor is 4 (clock/4) to keep
+the run short; the board uses 12 at 12 MHz (1 Mbaud).
+"""
+
+import os
+import select
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLOCK_NS = 10
+DIVISOR = 4
+TOP = "uart_bridge"
+
+if "COCOTB_TEST_MODULES" in os.environ:
+    import logging
+
+    import cocotb
+    from cocotb.clock import Clock
+    from cocotb.triggers import ClockCycles, Timer
+    from cocotbext.uart import UartSink, UartSource
+
+    @cocotb.test()
+    async def serve_uart(dut):
+        """Reset, then bridge the socket BRIDGE_SOCKET to the serial line until the host leaves."""
+        Clock(dut.clk, CLOCK_NS, unit="ns").start()
+        dut.rx.value = 1
+        dut.rst.value = 1
+        await ClockCycles(dut.clk, 4)
+        dut.rst.value = 0
+        baud = 1e9 / (DIVISOR * CLOCK_NS)
+        source = UartSource(dut.rx, baud=baud, bits=8, stop_bits=1)
+        sink = UartSink(dut.tx, baud=baud, bits=8, stop_bits=1)
+        for model in (source, sink):
+            model.log.setLevel(logging.WARNING)
+        path = os.environ["BRIDGE_SOCKET"]
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(path)
+        server.listen(1)
+        server.settimeout(120)
+        conn, _ = server.accept()
+        conn.setblocking(False)
+        # One poll per byte time: the line cannot move faster than that.
+        poll = Timer(10 * DIVISOR * CLOCK_NS, unit="ns")
+        waiting = False  # request bytes went out and the response has not fully come back
+        try:
+            while True:
+                try:
+                    data = conn.recv(65536)
+                    if not data:
+                        break
+                    source.write_nowait(data)
+                    waiting = True
+                except BlockingIOError:
+                    pass
+                if sink.count():
+                    conn.setblocking(True)
+                    conn.sendall(bytes(sink.read_nowait()))
+                    conn.setblocking(False)
+                    waiting = False
+                if not waiting and source.idle() and not int(dut.leds.value) & 0b010:
+                    # Host thinking, line quiet, core idle: wait in wall time, not sim time.
+                    select.select([conn], [], [], 0.005)
+                await poll
+        finally:
+            conn.close()
+            server.close()
+
+
+def _build(config) -> Path:
+    """Verilate the bridge (only its ports public) into build/cosim/uart_bridge_<name>/."""
+    import cocotb_tools.config
+
+    from hw.boards.bridge import bridge_verilog
+    from tb.session import verilator_on_path
+
+    verilator_on_path()
+    directory = ROOT / "build" / "cosim" / f"{TOP}_{config.name}"
+    sim_dir = directory / "sim"
+    sim_dir.mkdir(parents=True, exist_ok=True)
+    verilog = directory / f"{TOP}.v"
+    text = bridge_verilog(config, DIVISOR, name=TOP)
+    if not verilog.exists() or verilog.read_text() != text:
+        verilog.write_text(text)
+    control = directory / "public.vlt"
+    control.write_text(f'`verilator_config\npublic_flat_rw -module "{TOP}" -var "*"\n')
+    libs = cocotb_tools.config.libs_dir
+    main_cpp = cocotb_tools.config.share_dir / "lib" / "verilator" / "verilator.cpp"
+    with open(directory / "build.log", "w") as log:
+        for cmd in (["verilator", "-cc", "--exe", "-Mdir", str(sim_dir), "--top-module", TOP,
+                     "--vpi", "--prefix", "Vtop", "-o", TOP,
+                     "-LDFLAGS", f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator",
+                     "-Wno-fatal", "-Wno-lint", "-Wno-style", "--timescale", "1ns/1ps",
+                     str(control), str(main_cpp), str(verilog)],
+                    ["make", "-j", "2", "-C", str(sim_dir), "-f", "Vtop.mk",
+                     "CFG_CXXFLAGS_PCH_I=-include"]):
+            subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True)
+    return sim_dir
+
+
+def _serve(sim_dir: Path, socket_path: str, errors: list):
+    from cocotb_tools.runner import get_runner
+
+    try:
+        get_runner("verilator").test(
+            test_module="test_uart_bridge", hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
+            build_dir=sim_dir, test_dir=sim_dir, seed=1,
+            extra_env={"BRIDGE_SOCKET": socket_path,
+                       "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])},
+            log_file=sim_dir / "sim.log")
+    except BaseException as err:  # handed to the host thread
+        errors.append(err)
+
+
+def test_icebreaker_bridge_bit_exact_over_uart():
+    import numpy as np
+
+    from firmware.host import Accelerator
+    from firmware.transport import SocketTransport
+    from hw.boards import get_board
+    from hw.compiler import compile_network
+    from pysim import golden
+    from pysim.random_model import random_images, random_int_model
+
+    config = get_board("icebreaker").config()
+    model = random_int_model("sew", seed=2, size=8, dim=8)
+    net = compile_network(model, config)
+    images = random_images(model, 2, seed=5)
+    expected, _ = golden.run(model, images, record=False)
+
+    sim_dir = _build(config)
+    tmp = tempfile.mkdtemp(prefix="uartbridge-")
+    path = os.path.join(tmp, "line.sock")
+    errors: list = []
+    thread = threading.Thread(target=_serve, args=(sim_dir, path, errors), daemon=True)
+    thread.start()
+    transport = SocketTransport(path, connect_timeout=120)
+    start = time.monotonic()
+    with Accelerator(transport, timeout=120) as acc:
+        status = acc.status()
+        assert status.max_payload == config.max_payload
+        acc.load(net)
+        logits = acc.infer(images)
+        after = acc.status()
+    thread.join(120)
+    assert not errors, errors
+    assert not thread.is_alive()
+    np.testing.assert_array_equal(logits, expected)
+    assert after.results_done == len(images) and after.error == 0
+    # the simulated cycles the core computed match the cycle model for both inputs
+    assert after.busy_cycles == len(images) * net.cycles.total
+    assert time.monotonic() - start < 600
