@@ -115,8 +115,10 @@ class _Core(wiring.Component):
             banks.append((mem.read_port(), mem.read_port(), mem.write_port()))
         wmem = Memory(shape=unsigned(R * WB), depth=cfg.weight_depth, init=[])
         pmem = Memory(shape=unsigned(A + M), depth=cfg.param_depth, init=[])
+        LR = max(1, (L - 1).bit_length())  # bits of a lane rotation amount
         step_layout = data.StructLayout({"col": unsigned(AW), "row": unsigned(AW),
-                                         "w": unsigned(WAW), "shift": 4, "neg": 1})
+                                         "w": unsigned(WAW), "shift": 4, "neg": 1,
+                                         "rot": unsigned(LR)})
         smem = Memory(shape=step_layout, depth=cfg.step_depth, init=[])
         prog = Memory(shape=unsigned(32), depth=cfg.program_depth * FIELD_SLOTS, init=[])
         pix = Memory(shape=unsigned(8), depth=2 * cfg.input_depth, init=[])
@@ -129,11 +131,20 @@ class _Core(wiring.Component):
         x_rd, x_wr = pix.read_port(), pix.write_port()
 
         # Run access helpers: a run of C words at flat address `addr`.
-        def run_read(port_index, addr):
+        def run_read(port_index, addr, adjust=None):
+            """Read the run of C words at `addr`; `adjust[c]` (signed, in bank words) moves
+            column c's word by whole bank rows (edge reads `band` words away)."""
             lo, hi = addr[:LC], addr[LC:]
             stmts = []
             for b in range(C):
-                stmts.append(banks[b][port_index].addr.eq(hi + (Const(b, LC + 1) < lo)))
+                extra = 0
+                if adjust is not None:
+                    extra = Signal(signed(AW + 1), name=f"adj{port_index}_{b}")
+                    with m.Switch((b - lo)[:LC] if LC else 0):
+                        for c in range(C):
+                            with m.Case(c):
+                                m.d.comb += extra.eq(adjust[c])
+                stmts.append(banks[b][port_index].addr.eq(hi + (Const(b, LC + 1) < lo) + extra))
             return stmts
 
         def rotate(port_index, lo):
@@ -173,7 +184,23 @@ class _Core(wiring.Component):
         g_T = Signal(range(L + 1))
         g_in_base = Signal(AW)
         g_in_plane = Signal(AW)
+        g_pack = Signal(range(L + 1))
         n_passes = Signal(16)
+
+        # Lane masks of the loaded program: `valid` = lanes below pack * T, `group` = the T lanes
+        # of lane group 0, `start` = the first lane of every group (where a LIF restarts).
+        # pack * T by shift-and-add (both at most `lanes`): no multiplier.
+        used = Signal(range(L * L + 1))
+        m.d.comb += used.eq(sum(Mux(g_pack[i], g_T << i, 0) for i in range(len(g_pack))))
+        lane_valid = Signal(L)
+        lane_group = Signal(L)
+        lane_start = Signal(L)
+        all_ones = Const((1 << L) - 1, L)
+        m.d.comb += [lane_valid.eq(~(all_ones << used)), lane_group.eq(~(all_ones << g_T))]
+        with m.Switch(g_T):
+            for t in range(1, L + 1):
+                with m.Case(t):
+                    m.d.comb += lane_start.eq(sum(1 << i for i in range(0, L, t)))
 
         ld = self.load
         rtype = Signal(8)
@@ -279,7 +306,9 @@ class _Core(wiring.Component):
                                 m.d.comb += [s_wr.addr.eq(addr), s_wr.en.eq(1),
                                              s_wr.data.eq(Cat(word[:AW], word[32:32 + AW],
                                                               word[64:64 + WAW], word[80:84],
-                                                              word[87]))]
+                                                              word[87],
+                                                              word[32 + isa.ROT_SHIFT:
+                                                                   32 + isa.ROT_SHIFT + LR]))]
                                 m.d.comb += done.eq(nent + 1 == count)
                             with m.Case(isa.REC_DESC):
                                 word = entry_word(4)
@@ -291,7 +320,8 @@ class _Core(wiring.Component):
                                 with m.Switch(nent):
                                     for i, (_, sig) in enumerate(zip(
                                             isa.GLOBAL_FIELDS,
-                                            (g_n_pixels, g_bits, g_T, g_in_base, g_in_plane),
+                                            (g_n_pixels, g_bits, g_T, g_in_base, g_in_plane,
+                                             g_pack),
                                             strict=True)):
                                         with m.Case(i):
                                             m.d.sync += sig.eq(word[:len(sig)])
@@ -388,6 +418,7 @@ class _Core(wiring.Component):
         s2 = Signal(data.StructLayout({
             "valid": 1, "first": 1, "last": 1, "shift": 4, "neg": 1, "col_lo": max(LC, 1),
             "row_lo": max(LC, 1), "onehot": max(LC, 1), "mask": C, "valid_cols": C,
+            "up": C, "dn": C, "rot": LR,
             "p0": AW + 1,
             "par_t": PAW, "out_t": AW, "rows_left": signed(18), "first_ct": 1, "last_ct": 1,
             "final": 1}))
@@ -462,10 +493,17 @@ class _Core(wiring.Component):
         mp_addr = Signal(AW)
         mp_active = Signal()
         dump_active = Signal()
+        # Edge reads of a 3x3 window: at a band's first row the row above is the previous
+        # band's last row (`band` words on, lane groups shifted up a group); at its last row
+        # the row below is the next band's first row (`band` words back, shifted down).
+        up = Signal(C)
+        dn = Signal(C)
+        band_words = d["band"][LC:]
+        adjust = [Mux(up[c], band_words, Mux(dn[c], -band_words, 0)) for c in range(C)]
         with m.If(mp_active):
             m.d.comb += run_read(0, mp_addr)
         with m.Else():
-            m.d.comb += run_read(0, col_addr)
+            m.d.comb += run_read(0, col_addr, adjust)
         with m.If(dump_active):
             m.d.comb += run_read(1, dump_addr)
         with m.Else():
@@ -478,10 +516,10 @@ class _Core(wiring.Component):
             m.d.comb += pos.eq(s1.p0 + c)
             x = pos & wmask
             ok = pos < d["cols"]
-            pad_ok = ~(((s1.ky == 0) & (pos < d["width"]))
-                       | ((s1.ky == 2) & (pos >= d["lastrow"]))
-                       | ((s1.kx == 0) & (x == 0)) | ((s1.kx == 2) & (x == wmask)))
-            m.d.comb += [mask[c].eq(ok & (pad_ok | ~d["pad"][0])), valid_cols[c].eq(ok)]
+            pad_ok = ~(((s1.kx == 0) & (x == 0)) | ((s1.kx == 2) & (x == wmask)))
+            m.d.comb += [mask[c].eq(ok & (pad_ok | ~d["pad"][0])), valid_cols[c].eq(ok),
+                         up[c].eq(d["pad"][0] & (s1.ky == 0) & (pos < d["width"])),
+                         dn[c].eq(d["pad"][0] & (s1.ky == 2) & (pos >= d["lastrow"]))]
         m.d.sync += s2.valid.eq(s1.valid)
         with m.If(s1.valid):
             m.d.sync += [
@@ -489,6 +527,7 @@ class _Core(wiring.Component):
                 s2.neg.eq(step.neg), s2.col_lo.eq(col_addr[:LC] if LC else 0),
                 s2.row_lo.eq(row_addr[:LC] if LC else 0), s2.onehot.eq(step.col[:max(LC, 1)]),
                 s2.mask.eq(mask), s2.valid_cols.eq(valid_cols), s2.p0.eq(s1.p0),
+                s2.up.eq(up), s2.dn.eq(dn), s2.rot.eq(step.rot),
                 s2.par_t.eq(s1.par_t), s2.out_t.eq(s1.out_t),
                 s2.rows_left.eq(s1.rows_left), s2.first_ct.eq(s1.first_ct),
                 s2.last_ct.eq(s1.last_ct), s2.final.eq(s1.final),
@@ -500,10 +539,16 @@ class _Core(wiring.Component):
         ones = (1 << L) - 1
         for c in range(C):
             onehot = Mux(s2.onehot == c, ones, 0) if C > 1 else ones
-            word = Mux(d["col_mode"][0], onehot, colw[c])
-            m.d.comb += pe.colop[c].eq(Mux(s2.mask[c], word, 0))
+            edge = Mux(s2.up[c], colw[c] << g_T, Mux(s2.dn[c], colw[c] >> g_T, colw[c]))
+            word = Mux(d["col_mode"][0], onehot, edge)
+            m.d.comb += pe.colop[c].eq(Mux(s2.mask[c], word, 0) & lane_valid)
+        back = Signal(range(L * L + 1))
+        m.d.comb += back.eq(used - s2.rot)
         for r in range(R):
-            rw = roww[r] if r < C else ones
+            rw = roww[r] if r < C else Const(ones, L)
+            # Lane-group rotation, cyclic over the used lanes (attention across bands).
+            rotated = ((rw << s2.rot) | (rw >> back)) & lane_valid
+            rw = Mux(s2.rot == 0, rw, rotated)
             m.d.comb += pe.rowop[r].eq(Mux(d["row_mode"][0], rw, ones))
             m.d.comb += pe.weight[r].eq(w_rd.data[r * WB:(r + 1) * WB])
         m.d.comb += [pe.valid.eq(s2.valid), pe.first.eq(s2.first), pe.last.eq(s2.last),
@@ -537,22 +582,20 @@ class _Core(wiring.Component):
         out_words = Signal(data.ArrayLayout(L, C))
         head = d["out_mode"] == isa.OUT_HEAD
         raw = d["out_mode"] == isa.OUT_RAW
-        tmask = Signal(L)
-        for lane in range(L):
-            m.d.comb += tmask[lane].eq(g_T > lane)
         row_sum = Signal(signed(32))
         terms = []
         for c in range(C):
             m.submodules[f"lif{c}"] = lif = LifUnit(cfg)
             m.d.comb += [lif.x.eq(shadow_row[c]), lif.bias.eq(bias), lif.threshold.eq(thr),
-                         lif.T.eq(g_T), lif.step.eq(d["out_mode"] == isa.OUT_STEP)]
+                         lif.start.eq(lane_start), lif.valid.eq(lane_valid),
+                         lif.step.eq(d["out_mode"] == isa.OUT_STEP)]
             plane = Signal(L, name=f"plane{c}")
             for lane in range(L):
                 xv = Signal(signed(A + 1), name=f"xv{c}_{lane}")
                 m.d.comb += [xv.eq(shadow_row[c][lane] + bias),
                              plane[lane].eq(xv.bit_select(dr_plane[:_log2(A + 1)], 1))]
                 terms.append(shadow_row[c][lane])
-            m.d.comb += out_words[c].eq(Mux(raw, plane & tmask, lif.spikes))
+            m.d.comb += out_words[c].eq(Mux(raw, plane & lane_valid, lif.spikes))
         m.d.comb += row_sum.eq(sum(terms))
         row_valid = dr_row < dr.rows_left
         last_plane = dr_plane == d["out_planes"] - 1
@@ -609,15 +652,17 @@ class _Core(wiring.Component):
         mp_ix0 = Signal(signed(18))  # 2*ox - 1
         mp_out = Signal(AW)
         ix = mp_ix0 + mp_kx
-        m.d.comb += mp_addr.eq(mp_row + ix)
+        # The row above a band's first row is the previous band's last row (edge read).
+        mp_up = mp_iy < 0
+        m.d.comb += mp_addr.eq(mp_row + ix + Mux(mp_up, d["band"], 0))
         mp_s = Signal(data.StructLayout({"valid": 1, "ok": 1, "first": 1, "last": 1,
-                                         "out": AW, "lo": max(LC, 1)}))
+                                         "out": AW, "lo": max(LC, 1), "up": 1}))
         mp_or = Signal(L)
         mp_tap_last = (mp_ky == 2) & (mp_kx == 2)
         m.d.sync += mp_s.valid.eq(mp_run)
         with m.If(mp_run):
-            m.d.sync += [mp_s.ok.eq((mp_iy >= 0) & (mp_iy < d["mp_h"]) & (ix >= 0)
-                                    & (ix < d["mp_w"])),
+            m.d.sync += [mp_s.ok.eq((mp_iy < d["mp_h"]) & (ix >= 0) & (ix < d["mp_w"])),
+                         mp_s.up.eq(mp_up),
                          mp_s.first.eq((mp_ky == 0) & (mp_kx == 0)), mp_s.last.eq(mp_tap_last),
                          mp_s.out.eq(mp_out), mp_s.lo.eq(mp_addr[:LC] if LC else 0)]
             with m.If(~mp_tap_last):
@@ -642,7 +687,8 @@ class _Core(wiring.Component):
                                  mp_ybase.eq(nb - d["mp_w"]), mp_row.eq(nb - d["mp_w"])]
                 with m.Else():
                     m.d.sync += mp_run.eq(0)
-        mp_word = rotate(0, mp_s.lo)[0]
+        mp_word = Mux(mp_s.up, (rotate(0, mp_s.lo)[0] << g_T) & lane_valid,
+                      rotate(0, mp_s.lo)[0])
         mp_next = Mux(mp_s.first, 0, mp_or) | Mux(mp_s.ok, mp_word, 0)
         with m.If(mp_s.valid):
             m.d.sync += mp_or.eq(mp_next)
@@ -653,8 +699,11 @@ class _Core(wiring.Component):
         fld = Signal(7)
         up_i = Signal(17)
         up_b = Signal(4)
+        up_g = Signal(range(L + 1))
+        up_gmask = Signal(L)
         up_addr = Signal(AW)
         up_plane_addr = Signal(AW)
+        up_planes = Signal(data.ArrayLayout(L, 8))
         dump_i = Signal(AW + 1)
         dump_word = Signal(L)
         dump_byte = Signal(2)
@@ -669,24 +718,34 @@ class _Core(wiring.Component):
                     m.d.sync += [busy.eq(1), trace_on.eq(trace_flag.bit_select(rslot, 1)),
                                  up_i.eq(0), up_b.eq(0), up_addr.eq(g_in_base)]
                     m.next = "UNPACK_READ"
+            # Unpack: a word's `pack` pixels (consecutive bytes) are gathered into its
+            # bit-plane words, one pixel per cycle, then the planes are written, one per cycle.
             with m.State("UNPACK_READ"):
                 m.d.comb += x_rd.addr.eq(Cat((up_i + 1)[:IAW], rslot))
-                m.d.sync += [up_b.eq(0), up_plane_addr.eq(up_addr)]
-                m.next = "UNPACK_WRITE"
+                m.d.sync += [up_g.eq(0), up_gmask.eq(lane_group)]
+                m.next = "UNPACK_GATHER"
+            with m.State("UNPACK_GATHER"):
+                m.d.comb += x_rd.addr.eq(Cat((up_i + 2)[:IAW], rslot))
+                for b in range(8):
+                    bit = Mux(x_rd.data[b], up_gmask, 0)
+                    m.d.sync += up_planes[b].eq(Mux(up_g == 0, bit, up_planes[b] | bit))
+                m.d.sync += [up_i.eq(up_i + 1), up_g.eq(up_g + 1), up_gmask.eq(up_gmask << g_T)]
+                with m.If(up_g == g_pack - 1):
+                    m.d.sync += [up_b.eq(0), up_plane_addr.eq(up_addr)]
+                    m.next = "UNPACK_WRITE"
             with m.State("UNPACK_WRITE"):
                 m.d.comb += x_rd.addr.eq(Cat((up_i + 1)[:IAW], rslot))
-                bit = x_rd.data.bit_select(up_b[:3], 1)
-                m.d.comb += [wr_addr.eq(up_plane_addr), wr_words[0].eq(Mux(bit, tmask, 0)),
+                m.d.comb += [wr_addr.eq(up_plane_addr), wr_words[0].eq(up_planes[up_b[:3]]),
                              wr_en.eq(1)]
                 m.d.sync += [up_b.eq(up_b + 1), up_plane_addr.eq(up_plane_addr + g_in_plane)]
                 with m.If(up_b == g_bits - 1):
-                    m.d.sync += [up_i.eq(up_i + 1), up_addr.eq(up_addr + 1)]
-                    with m.If(up_i == g_n_pixels - 1):
+                    m.d.sync += [up_addr.eq(up_addr + 1), up_g.eq(0), up_gmask.eq(lane_group)]
+                    with m.If(up_i == g_n_pixels):
                         m.d.sync += [full.bit_select(rslot, 1).eq(0), rslot.eq(~rslot),
                                      pass_i.eq(0), fld.eq(0)]
                         m.next = "DESC"
                     with m.Else():
-                        m.next = "UNPACK_READ"
+                        m.next = "UNPACK_GATHER"
             with m.State("DESC"):
                 m.d.comb += g_rd.addr.eq(Cat(fld[:6], pass_i))
                 m.d.sync += fld.eq(fld + 1)

@@ -62,17 +62,31 @@ class _Allocator:
         self.size = size
         self.free = [(0, size)]
         self.high = 0
+        self.used = 0
+        self.peak = 0  #: most words in use at once
 
-    def alloc(self, words: int, what: str) -> int:
-        for i, (start, length) in enumerate(self.free):
-            if length >= words:
+    def alloc(self, words: int, what: str, top: bool = False) -> int:
+        """Best fit (the smallest free block that holds `words`), from the block's low end,
+        or from its high end with `top` (multi-plane streams live long: keeping them at the
+        top leaves the low end to the short-lived spike tensors, so holes stay few)."""
+        fits = [(length, i) for i, (_, length) in enumerate(self.free) if length >= words]
+        if fits:
+            _, i = min(fits, key=lambda f: (f[0], -f[1] if top else f[1]))
+            start, length = self.free[i]
+            if top:
+                self.free[i] = (start, length - words)
+                start += length - words
+            else:
                 self.free[i] = (start + words, length - words)
-                self.high = max(self.high, start + words)
-                return start
+            self.high = max(self.high, start + words)
+            self.used += words
+            self.peak = max(self.peak, self.used)
+            return start
         raise DoesNotFit(f"{what}: needs {words} activation words; the "
                          f"{self.size}-word activation memory (act_depth x pe_cols) is full")
 
     def release(self, start: int, words: int):
+        self.used -= words
         self.free.append((start, words))
         self.free.sort()
         merged = []
@@ -185,6 +199,9 @@ class CompiledNetwork:
         lo, hi = spec.value_range()
         if x.min() < lo or x.max() > hi:
             raise ValueError(f"pixels outside [{lo}, {hi}]")
+        # Pixels in word order: channel, position within the band, lane group (band).
+        k = self.globals["pack"]
+        x = x.reshape(spec.channels, k, spec.positions // k).transpose(0, 2, 1)
         return bytes([1 if trace else 0]) + x.astype(np.uint8).tobytes()
 
     def trace_tensors(self) -> list[tuple[str, int, TensorSpec]]:
@@ -201,7 +218,7 @@ class CompiledNetwork:
         if len(payload) != self.result_bytes(trace):
             raise ValueError(f"result has {len(payload)} bytes, expected "
                              f"{self.result_bytes(trace)}")
-        T, L = self.model.T, self.config.lanes
+        T, L, k = self.model.T, self.config.lanes, self.globals["pack"]
         wb = isa.word_bytes(L)
         offset, traced = 0, None
         if trace:
@@ -209,12 +226,14 @@ class CompiledNetwork:
             for name, _, spec in self.trace_tensors():
                 C, H, W = spec.shape
                 planes = _planes(spec)
-                n = planes * C * H * W
+                n = planes * C * H * W // k
                 raw = np.frombuffer(payload[offset:offset + n * wb], np.uint8)
                 offset += n * wb
                 words = raw.reshape(n, wb).astype(np.int64)
                 words = sum(words[:, i] << (8 * i) for i in range(wb))
-                bits = (words[:, None] >> np.arange(T)[None, :]) & 1  # (n, T)
+                bits = (words[:, None] >> np.arange(k * T)[None, :]) & 1  # (n, k T)
+                # (planes, C, p, g, T) -> position g * band + p
+                bits = bits.reshape(planes, C, H * W // k, k, T).transpose(0, 1, 3, 2, 4)
                 bits = bits.reshape(planes, C, H * W, T)
                 value = sum(bits[b] << b for b in range(planes))
                 if spec.kind == "int":
@@ -237,6 +256,7 @@ class _Builder:
         self.cfg = net.config
         self.model = net.model
         self.R, self.C, self.L = self.cfg.pe_rows, self.cfg.pe_cols, self.cfg.lanes
+        self.k = 1
         self.alloc = _Allocator(self.cfg.act_depth * self.C)
         self.acc_limit = 1 << (self.cfg.acc_bits - 1)
         self.mem_limit = (1 << (self.cfg.membrane_bits - 1)) - 1
@@ -246,11 +266,50 @@ class _Builder:
         raise DoesNotFit(f"layer {layer}: {what}")
 
     def tensor_words(self, spec: TensorSpec) -> int:
-        return _planes(spec) * spec.channels * spec.positions
+        return _planes(spec) * spec.channels * self.band(spec.positions)
 
-    def new_tensor(self, name: str, spec: TensorSpec, layer: str) -> int:
-        base = self.alloc.alloc(self.tensor_words(spec), f"layer {layer} (tensor {name})")
-        self.net.tensors[name] = (base, spec)
+    def band(self, positions: int) -> int:
+        """Words per channel-plane of a tensor of `positions` (positions per lane group)."""
+        return positions // self.k
+
+    def choose_pack(self) -> int:
+        """The most lane groups (`pack`, T lanes each) every layer's grid allows: every grid
+        splits into `pack` bands of whole rows; a 3x3 conv's band is a multiple of pe_cols
+        words (edge reads shift whole bank runs); a max-pool maps whole bands to bands."""
+        model = self.model
+        for k in range(self.L // model.T, 1, -1):
+            ok = all(spec.positions % k == 0 for spec in model.tensors.values())
+            for layer in model.layers:
+                spec = model.tensors[layer.inputs[0]]
+                H = spec.shape[1]
+                if layer.kind == "conv" and layer.params.get("kernel") == 3:
+                    ok &= H % k == 0 and (spec.positions // k) % self.C == 0
+                elif layer.kind == "maxpool":
+                    ok &= H % 2 == 0 and (H // 2) % k == 0
+            if ok:
+                return k
+        return 1
+
+    def new_tensor(self, name: str, spec: TensorSpec, layer: str, reuse=()) -> int:
+        """Allocate tensor `name`; with `reuse`, write it in place over one of those input
+        tensors that dies at this layer if its block is large enough (elementwise passes only:
+        each tile writes exactly the words it has read, after reading them). A tensor that a
+        wider residual sum will overwrite is allocated at that sum's size up front."""
+        words = self.tensor_words(spec)
+        net = self.net
+        dying = [n for n in reuse if self.last_use.get(n) == self.index and n in net.tensors
+                 and n not in self.adopted and self.held[n] >= words]
+        if dying:
+            cand = max(dying, key=lambda n: self.held[n])
+            self.adopted.add(cand)
+            base = net.tensors[cand][0]
+            self.held[name] = self.held[cand]
+            net.tensors[name] = (base, spec)
+            return base
+        held = max(words, self.reserve.get(name, 0))
+        base = self.alloc.alloc(held, f"layer {layer} (tensor {name})", top=_planes(spec) > 1)
+        self.held[name] = held
+        net.tensors[name] = (base, spec)
         return base
 
     def temp(self, words: int, layer: str) -> int:
@@ -302,29 +361,40 @@ class _Builder:
         if 1 + n_pixels > cfg.input_depth:
             self.fail(model.layers[0].name, f"input needs {1 + n_pixels} bytes, more than the "
                       f"{cfg.input_depth}-byte input slot (input_depth)")
+        self.k = self.choose_pack()
+        self.T = model.T
         # Constant weight words: R identity rows, then an all-ones word.
         self.w_ident = 0
         self.w_ones = self.R
         self.weight_words = [[int(r == i) for r in range(self.R)] for i in range(self.R)]
         self.weight_words.append([1] * self.R)
-        in_base = self.new_tensor(model.input, spec, "input")
-        net.globals = dict(n_pixels=n_pixels, pixel_bits=spec.bits, T=model.T, in_base=in_base,
-                           in_plane=spec.channels * spec.positions)
-        last_use = {}
+        self.last_use = last_use = {}
         for i, layer in enumerate(model.layers):
             for name in layer.inputs:
                 last_use[name] = i
+        self.adopted = set()  # dying inputs whose words an in-place output took over
+        self.held = {}  # words allocated per tensor
+        self.reserve = {}  # words a residual sum written in place will need
+        for i, layer in enumerate(model.layers):
+            if layer.kind in ("ms_add", "sew_add"):
+                need = self.tensor_words(model.tensors[layer.output])
+                for name in layer.inputs:
+                    if last_use[name] == i:
+                        self.reserve[name] = max(self.reserve.get(name, 0), need)
+        in_base = self.new_tensor(model.input, spec, "input")
+        net.globals = dict(n_pixels=n_pixels, pixel_bits=spec.bits, T=model.T, in_base=in_base,
+                           in_plane=spec.channels * self.band(spec.positions), pack=self.k)
         for i, layer in enumerate(model.layers):
             self.temps = []
+            self.index = i
             getattr(self, "layer_" + layer.kind)(layer)
             for base, words in self.temps:
                 self.alloc.release(base, words)
             for name in set(layer.inputs):
-                if last_use[name] == i and name in net.tensors:
-                    base, s = net.tensors[name]
-                    self.alloc.release(base, self.tensor_words(s))
+                if last_use[name] == i and name in net.tensors and name not in self.adopted:
+                    self.alloc.release(net.tensors[name][0], self.held[name])
         self.assign_addresses()
-        net.activation_words = self.alloc.high
+        net.activation_words = self.alloc.peak
 
     def assign_addresses(self):
         net, cfg = self.net, self.cfg
@@ -357,7 +427,7 @@ class _Builder:
         cout, cin, k, _ = w.shape
         taps = k * k
         H, W = xin.shape[1:]
-        P = H * W
+        P = self.band(H * W)
         planes = _planes(xin)
         if k == 3 and W & (W - 1):
             self.fail(layer.name, f"a 3x3 conv needs a power-of-two grid width, got {W}")
@@ -383,12 +453,13 @@ class _Builder:
             params = [(int(b), 0) for b in bias]
             mode, oplanes = isa.OUT_RAW, out.bits
         d = self.desc(rows=cout, cols=P, steps=len(steps), taps=taps, pad=int(k == 3),
-                      width=W, lastrow=P - W, out_mode=mode, out_planes=oplanes,
+                      width=W, lastrow=P - W, band=P if self.k > 1 else 0, out_mode=mode,
+                      out_planes=oplanes,
                       col_base=src, w_rg=cin * taps, out_base=dst, out_rg=self.R * P,
                       out_row=P, out_plane=cout * P,
                       dump_base=dst, dump_words=self.tensor_words(out))
         self.add_pass(layer, d, steps, params, weights,
-                      useful=cout * cin * taps * P * m.T, dump=layer.output)
+                      useful=cout * cin * taps * xin.positions * m.T, dump=layer.output)
 
     def layer_head(self, layer: Layer):
         m = self.model
@@ -396,7 +467,7 @@ class _Builder:
         w = np.asarray(layer.arrays["weight"], np.int64)
         bias = np.asarray(layer.arrays["bias"], np.int64)
         classes, cin = w.shape
-        P = xin.positions
+        P = self.band(xin.positions)
         planes = _planes(xin)
         _, xmax = xin.value_range()
         per_lane = int((np.abs(w).sum(axis=1) * xmax).max())
@@ -414,7 +485,8 @@ class _Builder:
             self.fail(layer.name, f"bias beyond the {self.cfg.acc_bits}-bit accumulator")
         d = self.desc(rows=classes, cols=P, steps=len(steps), out_mode=isa.OUT_HEAD,
                       col_base=src, w_rg=cin)
-        self.add_pass(layer, d, steps, params, weights, useful=classes * cin * P * m.T)
+        self.add_pass(layer, d, steps, params, weights,
+                      useful=classes * cin * xin.positions * m.T)
 
     def layer_maxpool(self, layer: Layer):
         xin = self.model.tensors[layer.inputs[0]]
@@ -422,9 +494,12 @@ class _Builder:
         src, _ = self.net.tensors[layer.inputs[0]]
         dst = self.new_tensor(layer.output, out, layer.name)
         C, H, W = xin.shape
-        d = self.desc(op=isa.OP_MAXPOOL, groups=C, col_base=src, col_g=H * W, out_base=dst,
-                      out_row=out.positions, mp_h=H, mp_w=W, mp_ho=out.shape[1],
-                      mp_wo=out.shape[2], dump_base=dst, dump_words=self.tensor_words(out))
+        band = self.band(H * W)
+        d = self.desc(op=isa.OP_MAXPOOL, groups=C, col_base=src, col_g=band, out_base=dst,
+                      out_row=self.band(out.positions), mp_h=H // self.k, mp_w=W,
+                      mp_ho=out.shape[1] // self.k, mp_wo=out.shape[2],
+                      band=band if self.k > 1 else 0, dump_base=dst,
+                      dump_words=self.tensor_words(out))
         self.add_pass(layer, d, [], [], dump=layer.output)
 
     def depthwise(self, layer: Layer, operands, mode, oplanes, params, out_name, out_base,
@@ -463,7 +538,7 @@ class _Builder:
         params = [(0, self.lif_threshold(t, layer.threshold_shift))
                   for t in layer.arrays["threshold"]]
         self.depthwise(layer, [(src, xin, False)], isa.OUT_LIF, 1, params, layer.output, dst,
-                       xin.channels, xin.positions)
+                       xin.channels, self.band(xin.positions))
 
     def _residual(self, layer: Layer, negate_first: bool, mode, oplanes, thr):
         specs = [self.model.tensors[n] for n in layer.inputs]
@@ -471,11 +546,12 @@ class _Builder:
         bound = sum(max(-s.value_range()[0], s.value_range()[1]) for s in specs)
         self.check_acc(layer.name, bound)
         bases = [self.net.tensors[n][0] for n in layer.inputs]
-        dst = self.new_tensor(layer.output, out, layer.name)
+        # Residual streams are the largest tensors: write the sum over a dying operand.
+        dst = self.new_tensor(layer.output, out, layer.name, reuse=layer.inputs)
         ops = [(bases[0], specs[0], negate_first), (bases[1], specs[1], False)]
         params = [(0, thr)] * out.channels
         self.depthwise(layer, ops, mode, oplanes, params, layer.output, dst, out.channels,
-                       out.positions)
+                       self.band(out.positions))
 
     def layer_sew_add(self, layer: Layer):
         self._residual(layer, False, isa.OUT_RAW, self.model.tensors[layer.output].bits, 0)
@@ -501,32 +577,43 @@ class _Builder:
         self.add_pass(layer, d, steps, [(0, self.step_threshold(1))] * P)
         return dst
 
+    def rot(self, groups: int) -> int:
+        """Row-offset bits that rotate the row operand's lane groups up by `groups`."""
+        return (groups * self.T) << isa.ROT_SHIFT
+
     def layer_ssa(self, layer: Layer):
         q, k, v = (self.net.tensors[n][0] for n in layer.inputs)
         spec = self.model.tensors[layer.inputs[0]]
         out = self.model.tensors[layer.output]
         D, N = spec.channels, spec.positions
+        B, K = self.band(N), self.k
         heads = layer.params["heads"]
         dh = D // heads
         abits = max(1, dh.bit_length())
         self.check_acc(layer.name, N * dh, "attention count q k^T v")
         dst = self.new_tensor(layer.output, out, layer.name)
-        vt = self.transpose(layer, v, D, N)
-        at = self.temp(abits * heads * N * N, layer.name)
-        steps = [(j * N, j * N, self.w_ones, 0, 0) for j in range(dh)]
-        d = self.desc(groups=heads, rows=N, cols=N, steps=len(steps), row_mode=isa.ROW_RUN,
-                      out_mode=isa.OUT_RAW, out_planes=abits, col_base=q, col_g=dh * N,
-                      row_base=k, row_g=dh * N, row_rg=self.R, par_g=N, out_base=at,
-                      out_g=N * N, out_rg=self.R * N, out_row=N, out_plane=heads * N * N)
-        self.add_pass(layer, d, steps, [(0, 0)] * (heads * N))
-        steps = [((b * heads * N + m) * N, m * D, self.w_ones, b, 0)
-                 for m in range(N) for b in range(abits)]
+        vt = self.transpose(layer, v, D, B)
+        # A^T = k^T q per head, one slice per lane-group rotation r: lane group g of slice r,
+        # row m, column n holds A^T[m + ((g - r) mod pack) band, n + g band].
+        slice_words = abits * heads * B * B
+        at = self.temp(K * slice_words, layer.name)
+        for r in range(K):
+            steps = [(j * B, j * B | self.rot(r), self.w_ones, 0, 0) for j in range(dh)]
+            d = self.desc(groups=heads, rows=B, cols=B, steps=len(steps), row_mode=isa.ROW_RUN,
+                          out_mode=isa.OUT_RAW, out_planes=abits, col_base=q, col_g=dh * B,
+                          row_base=k, row_g=dh * B, row_rg=self.R, par_g=B,
+                          out_base=at + r * slice_words, out_g=B * B, out_rg=self.R * B,
+                          out_row=B, out_plane=heads * B * B)
+            self.add_pass(layer, d, steps, [(0, 0)] * (heads * B))
+        # y = A v: rotating v^T's lane groups by r pairs each slice with the right tokens.
+        steps = [(r * slice_words + (b * heads * B + m) * B, m * D | self.rot(r), self.w_ones,
+                  b, 0) for m in range(B) for r in range(K) for b in range(abits)]
         params = [(0, self.lif_threshold(t, layer.threshold_shift))
                   for t in layer.arrays["threshold"]]
-        d = self.desc(groups=heads, rows=dh, cols=N, steps=len(steps), row_mode=isa.ROW_RUN,
-                      out_mode=isa.OUT_LIF, col_base=at, col_g=N * N, row_base=vt, row_g=dh,
-                      row_rg=self.R, par_g=dh, out_base=dst, out_g=dh * N, out_rg=self.R * N,
-                      out_row=N, out_plane=D * N, dump_base=dst, dump_words=D * N)
+        d = self.desc(groups=heads, rows=dh, cols=B, steps=len(steps), row_mode=isa.ROW_RUN,
+                      out_mode=isa.OUT_LIF, col_base=at, col_g=B * B, row_base=vt, row_g=dh,
+                      row_rg=self.R, par_g=dh, out_base=dst, out_g=dh * B, out_rg=self.R * B,
+                      out_row=B, out_plane=D * B, dump_base=dst, dump_words=D * B)
         self.add_pass(layer, d, steps, params, dump=layer.output)
 
     def layer_sdsa(self, layer: Layer):
@@ -534,16 +621,18 @@ class _Builder:
         spec = self.model.tensors[layer.inputs[0]]
         out = self.model.tensors[layer.output]
         D, N = spec.channels, spec.positions
+        B, K = self.band(N), self.k
         self.check_acc(layer.name, N, "k AND v count")
         dst = self.new_tensor(layer.output, out, layer.name)
-        kv = self.temp(D * N, layer.name)
+        kv = self.temp(D * B, layer.name)
         self.depthwise(layer, [(k, spec, False), (v, spec, False)], isa.OUT_STEP, 1,
-                       [(0, self.step_threshold(2))] * D, None, kv, D, N, dump=False)
-        kvt = self.transpose(layer, kv, D, N)
+                       [(0, self.step_threshold(2))] * D, None, kv, D, B, dump=False)
+        kvt = self.transpose(layer, kv, D, B)
         # Gate: row r = channel c0 + r sums column c of the transposed AND over the tokens
-        # (a row-operand run); one column, per-channel thresholds.
+        # (a row-operand run); one column, per-channel thresholds. Summing every lane-group
+        # rotation gives each group the sum over all tokens, so the gate is replicated.
         gate = self.temp(D, layer.name)
-        steps = [(0, n * D, self.w_ones, 0, 0) for n in range(N)]
+        steps = [(0, n * D | self.rot(r), self.w_ones, 0, 0) for n in range(B) for r in range(K)]
         params = [(0, self.lif_threshold(t, layer.threshold_shift))
                   for t in layer.arrays["threshold"]]
         d = self.desc(rows=D, cols=1, steps=len(steps), col_mode=isa.COL_ONEHOT,
@@ -551,4 +640,4 @@ class _Builder:
                       row_rg=self.R, out_base=gate, out_rg=self.R, out_row=1, out_plane=D)
         self.add_pass(layer, d, steps, params)
         self.depthwise(layer, [(q, spec, False)], isa.OUT_STEP, 1,
-                       [(0, self.step_threshold(1))] * D, layer.output, dst, D, N, row=gate)
+                       [(0, self.step_threshold(1))] * D, layer.output, dst, D, B, row=gate)

@@ -8,9 +8,15 @@ positions) in the order group > row group > column tile; each tile runs the same
 micro-program of `steps` entries, each entry repeated over `taps` kernel taps (1 or 9). Every
 address is a base plus strides of the loop indices, so every layer kind is a choice of strides.
 
-Activation memory is one flat word space, interleaved over C banks (bank = address mod C); a
-word holds the `lanes` time steps of one position of one bit-plane of one channel. Tensors are
-stored plane-major: `address = base + (plane * channels + channel) * positions + position`.
+Activation memory is one flat word space, interleaved over C banks (bank = address mod C). A
+word holds `pack` lane groups of T lanes: lane `g * T + t` is time step t of position
+`p + g * band` of one bit-plane of one channel, where `band = positions / pack` (so when T is
+below the lanes, the spare lanes hold other positions of the same channel and the array stays
+busy; lanes from `pack * T` up are zero). Tensors are stored plane-major:
+`address = base + (plane * channels + channel) * band + p`, 0 <= p < band. A 3x3 window that
+crosses from one band into the next reads the word `band` away with its lane groups shifted by
+one group ("edge" reads); attention aligns tokens of different bands by rotating the row
+operand's lane groups (`rot`, carried in the step's row offset).
 """
 
 from __future__ import annotations
@@ -39,13 +45,19 @@ DESC_FIELDS = (
     "par_base", "par_g", "par_rg",
     "out_base", "out_g", "out_rg", "out_ct", "out_row", "out_plane",
     "dump_base", "dump_words",
-    # max-pool engine: input grid and output grid
+    # max-pool engine: input grid and output grid (of one band)
     "mp_h", "mp_w", "mp_ho", "mp_wo",
+    # positions per band of the pass's input grid when pack > 1 (edge reads), else 0
+    "band",
 )
 FIELD_INDEX = {name: i for i, name in enumerate(DESC_FIELDS)}
 
 #: Global record fields (one per program).
-GLOBAL_FIELDS = ("n_pixels", "pixel_bits", "T", "in_base", "in_plane")
+GLOBAL_FIELDS = ("n_pixels", "pixel_bits", "T", "in_base", "in_plane", "pack")
+
+#: A step's row offset carries the row operand's lane rotation (in lanes, cyclic over the
+#: `pack * T` used lanes) in bits ROT_SHIFT and up; the offset itself is below.
+ROT_SHIFT = 24
 
 # ---- load records ----------------------------------------------------------------------------
 REC_WEIGHT = 0x57  #: 'W' addr u16, n u8, n words of pe_rows int8 weights

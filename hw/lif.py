@@ -4,7 +4,9 @@ Implements `pysim.hwref.lif_unit` exactly: the membrane keeps `lanes` fractional
 `B[t] = (V[t-1] + ((x[t] + bias) << lanes)) >> 1`, spike when `B[t] >= threshold`, hard reset
 to 0; with `step` the membrane is reset every lane (a plain per-step compare). The compiler
 passes `threshold = ceil(theta * 2^lanes / 2^shift)`, so the spikes equal the golden model's for
-every T <= lanes and every threshold shift. Lanes `>= T` output 0.
+every T <= lanes and every threshold shift. The lanes hold groups of T time steps (other
+positions when T < lanes): the membrane restarts at 0 on each lane set in `start` (every T-th
+lane); lanes not in `valid` (from pack * T up) output 0.
 
 Latency: combinational (a chain of `lanes` add/compare stages).
 Throughput: one column (all lanes) per cycle.
@@ -26,7 +28,8 @@ class LifUnit(wiring.Component):
             "x": In(data.ArrayLayout(signed(config.acc_bits), L)),
             "bias": In(signed(config.acc_bits)),
             "threshold": In(signed(config.membrane_bits)),
-            "T": In(range(L + 1)),
+            "start": In(L),
+            "valid": In(L),
             "step": In(1),
             "spikes": Out(L),
         })
@@ -37,6 +40,7 @@ class LifUnit(wiring.Component):
         v = Signal(signed(M), name="v0")
         m.d.comb += v.eq(0)
         for t in range(L):
+            v = Mux(self.start[t], 0, v)
             x = Signal(signed(self.config.acc_bits + 1), name=f"x{t}")
             b = Signal(signed(M), name=f"b{t}")
             fired = Signal(name=f"fired{t}")
@@ -45,7 +49,7 @@ class LifUnit(wiring.Component):
                 x.eq(self.x[t] + self.bias),
                 b.eq((v + (x << L)) >> 1),
                 fired.eq(b >= self.threshold),
-                self.spikes[t].eq(fired & (self.T > t)),
+                self.spikes[t].eq(fired & self.valid[t]),
                 nv.eq(Mux(fired | self.step, 0, b)),
             ]
             v = nv

@@ -4,7 +4,8 @@ Pure Python (no Amaranth), so sweeps can call it fast. It mirrors the sequencer 
 `hw/accelerator.py` cycle for cycle and equals the RTL's busy-cycle count of an inference with
 tracing off and the results stream always ready (tests/test_hw_accelerator.py checks this):
 
-- unpack: `n_pixels * (pixel_bits + 1)` cycles (one pixel read, one write per bit-plane);
+- unpack: `1 + words * (pack + pixel_bits)` cycles, `words = n_pixels / pack` (one cycle per
+  pixel gathered into a word's lane groups, one per bit-plane word written);
 - each pass: `len(DESC_FIELDS) + 1` cycles to load its descriptor, one start cycle, one
   end-of-pass cycle, and
   - array pass: tiles issue one reduction step per cycle (`steps * taps` per tile); the last
@@ -116,7 +117,7 @@ def cycle_report(net) -> CycleReport:
     """Cycles of one inference of compiled network `net` (trace off, results always ready)."""
     cfg = net.config
     g = net.globals
-    unpack = g["n_pixels"] * (g["pixel_bits"] + 1)
+    unpack = 1 + g["n_pixels"] // g["pack"] * (g["pack"] + g["pixel_bits"])
     passes = []
     for p in net.passes:
         c = pass_cycles(cfg, p.desc)

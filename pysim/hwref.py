@@ -57,59 +57,98 @@ def pe_tile(weights, shifts, negs, rowops, colops, acc_bits: int, acc=None) -> n
 
 
 def lif_unit(x, bias, threshold, T: int, lanes: int, membrane_bits: int,
-             step: bool = False) -> np.ndarray:
+             step: bool = False, pack: int = 1) -> np.ndarray:
     """The LIF unit: `x` (..., lanes) accumulated inputs, `bias` and `threshold` broadcast.
 
     The membrane keeps `lanes` fractional bits: `B = (V + (X << lanes)) >> 1`, fire when
     `B >= threshold` (the compiler passes `ceil(theta * 2^lanes / 2^shift)`), hard reset to 0.
-    With `step` the membrane is reset every lane (a plain per-step compare). Lanes >= T give 0.
+    Lanes form `pack` groups of T time steps (other positions); the membrane restarts at 0 at
+    each group's first lane. With `step` the membrane is reset every lane (a plain per-step
+    compare). Lanes >= pack * T give 0.
     """
     x = np.asarray(x, np.int64) + np.asarray(bias, np.int64)[..., None]
     threshold = np.asarray(threshold, np.int64)
     v = np.zeros(x.shape[:-1], np.int64)
     out = np.zeros(x.shape, np.int64)
     for t in range(lanes):
+        if t % T == 0:
+            v = np.zeros_like(v)
         b = wrap((v + (x[..., t] << lanes)) >> 1, membrane_bits)
         fired = b >= threshold
-        out[..., t] = fired & (t < T)
+        out[..., t] = fired & (t < pack * T)
         v = np.where(fired | step, 0, b)
     return out
 
 
+def lane_masks(T: int, pack: int, lanes: int) -> tuple[int, int]:
+    """(valid, group): lanes below `pack * T`, and the lanes of lane group 0."""
+    return (1 << min(lanes, pack * T)) - 1, (1 << T) - 1
+
+
+def rotate_groups(words, amount, used: int):
+    """Rotate words up by `amount` lanes (broadcast), cyclically over the `used` low lanes;
+    the words have no bits from `used` up."""
+    words = np.asarray(words, np.int64)
+    amount = np.asarray(amount, np.int64)
+    return ((words << amount) | (words >> (used - amount))) & ((1 << used) - 1)
+
+
 class Executor:
-    """Runs a compiled program pass by pass on a flat word memory, as the sequencer does."""
+    """Runs a compiled program pass by pass on a flat word memory, as the sequencer does.
+
+    `run_batch` runs a batch of inputs at once (one memory per input, the same program), which
+    is how the whole test split is checked in seconds; `run` is one input.
+    """
 
     def __init__(self, net):
         self.net = net
         self.cfg = net.config
-        self.mem = np.zeros(self.cfg.act_depth * self.cfg.pe_cols, np.int64)
         self.T = net.globals["T"]
+        self.pack = net.globals["pack"]
+        self.valid, self.group = lane_masks(self.T, self.pack, self.cfg.lanes)
+        self.weights = np.zeros((self.cfg.weight_depth, self.cfg.pe_rows), np.int64)
+        self.weights[:len(net.weights)] = np.asarray(net.weights, np.int64)
+        self.params = np.zeros((self.cfg.param_depth, 2), np.int64)
+        self.params[:len(net.params)] = np.asarray(net.params, np.int64).reshape(-1, 2)
+        self.steps = np.asarray(net.steps, np.int64).reshape(-1, 5)
+        self.mem = np.zeros((1, self.cfg.act_depth * self.cfg.pe_cols), np.int64)
 
     def run(self, image, trace: bool = False) -> bytes:
         """One input -> the result payload the accelerator sends (trace dumps, then logits)."""
+        return self.run_batch([image], trace)[0]
+
+    def run_batch(self, images, trace: bool = False) -> list[bytes]:
+        """Inputs -> one result payload per input."""
         cfg, g = self.cfg, self.net.globals
-        payload = self.net.encode_input(image, trace)
-        pixels = np.frombuffer(payload[1:], np.uint8).astype(np.int64)
-        tmask = (1 << self.T) - 1
+        payloads = [self.net.encode_input(image, trace) for image in images]
+        pixels = np.stack([np.frombuffer(p[1:], np.uint8) for p in payloads]).astype(np.int64)
+        self.mem = np.zeros((len(payloads), cfg.act_depth * cfg.pe_cols), np.int64)
+        k = self.pack
+        lanes = self.group << (self.T * np.arange(k))  # lane group of each pixel of a word
         for b in range(g["pixel_bits"]):
-            addr = g["in_base"] + b * g["in_plane"] + np.arange(len(pixels))
-            self.mem[addr] = np.where((pixels >> b) & 1, tmask, 0)
-        out = bytearray()
+            bits = ((pixels >> b) & 1).reshape(len(payloads), -1, k)
+            addr = g["in_base"] + b * g["in_plane"] + np.arange(bits.shape[1])
+            self.mem[:, addr] = (bits * lanes).sum(axis=2)
+        out = [bytearray() for _ in payloads]
         wb = isa.word_bytes(cfg.lanes)
         for p in self.net.passes:
             d = p.desc
             if d["op"] == isa.OP_MAXPOOL:
                 self.maxpool(d)
             else:
-                out += self.array(d, p)
+                for i, logits in enumerate(self.array(d)):
+                    out[i] += logits
             if trace and d["dump_words"]:
-                words = self.mem[d["dump_base"]:d["dump_base"] + d["dump_words"]]
-                for w in words:
-                    out += int(w).to_bytes(wb, "little")
-        return bytes(out)
+                words = self.mem[:, d["dump_base"]:d["dump_base"] + d["dump_words"]]
+                for i in range(len(out)):
+                    out[i] += words[i].astype("<u1" if wb == 1 else "<u2").tobytes()
+        return [bytes(o) for o in out]
 
     def maxpool(self, d):
+        """3x3/2 OR over one band's grid; the row above a band's first row is the previous
+        band's last row (the word `band` further on, lane groups shifted up by one)."""
         H, W, Ho, Wo = d["mp_h"], d["mp_w"], d["mp_ho"], d["mp_wo"]
+        size = self.mem.shape[1]
         for ch in range(d["groups"]):
             src = d["col_base"] + ch * d["col_g"]
             for oy in range(Ho):
@@ -118,83 +157,102 @@ class Executor:
                     for ky in range(3):
                         for kx in range(3):
                             iy, ix = 2 * oy + ky - 1, 2 * ox + kx - 1
-                            if 0 <= iy < H and 0 <= ix < W:
-                                word |= int(self.mem[src + iy * W + ix])
-                    self.mem[d["out_base"] + ch * d["out_row"] + oy * Wo + ox] = word
+                            if not (iy < H and 0 <= ix < W):
+                                continue
+                            if iy >= 0:
+                                word = word | self.mem[:, (src + iy * W + ix) % size]
+                            else:
+                                edge = self.mem[:, (src + iy * W + ix + d["band"]) % size]
+                                word = word | ((edge << self.T) & self.valid)
+                    self.mem[:, d["out_base"] + ch * d["out_row"] + oy * Wo + ox] = word
 
-    def array(self, d, p) -> bytes:
-        cfg, net = self.cfg, self.net
+    def array(self, d) -> list[bytes]:
+        """One array pass; returns the head's logits bytes per input (empty otherwise)."""
+        cfg = self.cfg
         R, C, L = cfg.pe_rows, cfg.pe_cols, cfg.lanes
-        size = len(self.mem)
-        steps = net.steps[d["step_base"]:d["step_base"] + d["steps"]]
-        taps = d["taps"]
-        W = d["width"]
-        emitted = bytearray()
+        size = self.mem.shape[1]
+        st = self.steps[d["step_base"]:d["step_base"] + d["steps"]]
+        taps, W = d["taps"], d["width"]
+        # Expand steps x taps (tap fastest), as the sequencer issues them.
+        ky, kx = (np.divmod(np.arange(9), 3) if taps == 9 else (np.ones(1, int), np.ones(1, int)))
+        col_off = np.repeat(st[:, 0], taps)
+        row_off = np.repeat(st[:, 1] & ((1 << isa.ROT_SHIFT) - 1), taps)
+        rot = np.repeat(st[:, 1] >> isa.ROT_SHIFT, taps)
+        w_off = (st[:, 2][:, None] + np.arange(taps)[None, :]).reshape(-1)
+        shift = np.repeat(st[:, 3], taps)
+        neg = np.repeat(st[:, 4], taps)
+        ky, kx = np.tile(ky, len(st)), np.tile(kx, len(st))
+        tap = (ky - 1) * W + (kx - 1)
+        sign = np.where(neg == 1, -1, 1) << shift
+        used = min(L, self.pack * self.T)
+        emitted = [bytearray() for _ in range(len(self.mem))]
         for g in range(d["groups"]):
             for rgl in range(d["rgs"]):
-                logit = np.zeros(R, np.int64)
+                logit = np.zeros((len(self.mem), R), np.int64)
                 for ct in range(d["cts"]):
                     col_t = d["col_base"] + g * d["col_g"] + rgl * d["col_rg"] + ct * d["col_ct"]
                     row_t = d["row_base"] + g * d["row_g"] + rgl * d["row_rg"] + ct * d["row_ct"]
                     w_t = d["w_base"] + g * d["w_g"] + rgl * d["w_rg"]
                     pos = ct * C + np.arange(C)
                     valid = pos < d["cols"]
-                    ws, shifts, negs, rowops, colops = [], [], [], [], []
-                    for col_off, row_off, w_off, shift, neg in steps:
-                        for t in range(taps):
-                            ky, kx = divmod(t, 3) if taps == 9 else (1, 1)
-                            tap = (ky - 1) * W + (kx - 1)
-                            ws.append(net.weights[(w_t + w_off + t) % cfg.weight_depth])
-                            shifts.append(shift)
-                            negs.append(neg)
-                            if d["row_mode"] == isa.ROW_RUN:
-                                addr = (row_t + row_off + np.arange(R)) % size
-                                rowops.append(lane_bits(self.mem[addr], L))
-                            else:
-                                rowops.append(np.ones((R, L), np.int64))
-                            if d["col_mode"] == isa.COL_ONEHOT:
-                                word = np.where(np.arange(C) == col_off, (1 << L) - 1, 0)
-                            else:
-                                word = self.mem[(col_t + col_off + tap + np.arange(C)) % size]
-                            mask = valid.copy()
-                            if d["pad"]:
-                                x = pos & (W - 1)
-                                mask &= ~((ky == 0) & (pos < W))
-                                mask &= ~((ky == 2) & (pos >= d["lastrow"]))
-                                mask &= ~((kx == 0) & (x == 0)) & ~((kx == 2) & (x == W - 1))
-                            colops.append(lane_bits(np.where(mask, word, 0), L))
-                    acc = pe_tile(ws, shifts, negs, rowops, colops, cfg.acc_bits)
-                    emitted += self.drain(d, acc, g, rgl, ct, pos, valid, logit)
-        return bytes(emitted)
+                    weights = self.weights[(w_t + w_off) % cfg.weight_depth] * sign[:, None]
+                    if d["col_mode"] == isa.COL_ONEHOT:
+                        colw = np.where(np.arange(C)[None, None, :] == col_off[None, :, None],
+                                        (1 << L) - 1, 0)
+                    else:
+                        addr = col_t + col_off[:, None] + tap[:, None] + np.arange(C)[None, :]
+                        up = dn = np.zeros(addr.shape, bool)
+                        if d["pad"]:
+                            up = (ky[:, None] == 0) & (pos[None, :] < W)
+                            dn = (ky[:, None] == 2) & (pos[None, :] >= d["lastrow"])
+                        addr = addr + d["band"] * (up.astype(int) - dn)
+                        colw = self.mem[:, addr % size]
+                        colw = np.where(up, colw << self.T, np.where(dn, colw >> self.T, colw))
+                    mask = np.broadcast_to(valid, addr.shape if d["col_mode"] != isa.COL_ONEHOT
+                                           else colw.shape[1:])
+                    if d["pad"]:
+                        x = pos & (W - 1)
+                        mask = mask & ~((kx[:, None] == 0) & (x[None, :] == 0)) \
+                            & ~((kx[:, None] == 2) & (x[None, :] == W - 1))
+                    colops = lane_bits(np.where(mask, colw, 0) & self.valid, L)
+                    if d["row_mode"] == isa.ROW_RUN:
+                        rw = self.mem[:, (row_t + row_off[:, None] + np.arange(R)[None, :]) % size]
+                        rw = rotate_groups(rw, rot[None, :, None], used)
+                        acc = np.einsum("kr,bkrl,bkcl->brcl", weights, lane_bits(rw, L), colops)
+                    else:
+                        acc = np.einsum("kr,bkcl->brcl", weights,
+                                        np.broadcast_to(colops, (len(self.mem),) + colops.shape[-3:]))
+                    # The compiler proves no accumulator wraps, so one wrap at the end equals
+                    # the RTL's wrap after every addition (modular arithmetic).
+                    acc = wrap(acc, cfg.acc_bits)
+                    self.drain(d, acc, g, rgl, ct, valid, logit, emitted)
+        return [bytes(e) for e in emitted]
 
-    def drain(self, d, acc, g, rgl, ct, pos, valid, logit) -> bytes:
-        cfg, net = self.cfg, self.net
+    def drain(self, d, acc, g, rgl, ct, valid, logit, emitted):
+        """Tile accumulators (batch, R, C, L) -> output words (LIF spikes or raw bit-planes),
+        or the head's running logits (emitted after the last column tile)."""
+        cfg = self.cfg
         R, C, L = cfg.pe_rows, cfg.pe_cols, cfg.lanes
-        size = len(self.mem)
-        out = bytearray()
         par_t = d["par_base"] + g * d["par_g"] + rgl * d["par_rg"]
         out_t = d["out_base"] + g * d["out_g"] + rgl * d["out_rg"] + ct * d["out_ct"]
-        tmask = np.arange(L) < self.T
-        for r in range(R):
-            row_valid = rgl * R + r < d["rows"]
-            bias, thr = net.params[(par_t + r) % cfg.param_depth] \
-                if (par_t + r) < len(net.params) else (0, 0)
-            x = wrap(acc[r] + bias, cfg.acc_bits + 1)
-            mode = d["out_mode"]
-            if mode == isa.OUT_HEAD:
-                logit[r] = wrap(logit[r] + acc[r].sum(), 32)
-                if ct == d["cts"] - 1 and row_valid:
-                    out += int(wrap(logit[r] + bias, 32)).to_bytes(4, "little", signed=True)
-                continue
-            if mode in (isa.OUT_LIF, isa.OUT_STEP):
-                planes = [lif_unit(acc[r], np.full(C, bias), thr, self.T, L,
-                                   cfg.membrane_bits, step=mode == isa.OUT_STEP)]
-            else:
-                planes = [((x >> b) & 1) * tmask for b in range(d["out_planes"])]
-            if not row_valid:
-                continue
-            for b, plane in enumerate(planes):
-                addr = out_t + r * d["out_row"] + b * d["out_plane"] + np.arange(C)
-                words = bits_word(plane)
-                self.mem[addr[valid] % size] = words[valid]
-        return bytes(out)
+        bias, thr = self.params[(par_t + np.arange(R)) % cfg.param_depth].T
+        rows = rgl * R + np.arange(R) < d["rows"]
+        mode = d["out_mode"]
+        if mode == isa.OUT_HEAD:
+            logit[:] = wrap(logit + acc.sum(axis=(2, 3)), 32)
+            if ct == d["cts"] - 1:
+                for i, row in enumerate(wrap(logit + bias, 32)):
+                    emitted[i] += row[rows].astype("<i4").tobytes()
+            return
+        if mode in (isa.OUT_LIF, isa.OUT_STEP):
+            planes = bits_word(lif_unit(acc, bias[:, None], thr[:, None], self.T, L,
+                                        cfg.membrane_bits, step=mode == isa.OUT_STEP,
+                                        pack=self.pack))[:, None]
+        else:
+            x = wrap(acc + bias[:, None, None], cfg.acc_bits + 1)
+            planes = np.stack([bits_word((x >> b) & 1) & self.valid
+                               for b in range(d["out_planes"])], axis=1)
+        addr = (out_t + np.arange(planes.shape[1])[:, None, None] * d["out_plane"]
+                + np.arange(R)[None, :, None] * d["out_row"] + np.arange(C)[None, None, :])
+        keep = np.broadcast_to(rows[None, :, None] & valid[None, None, :], addr.shape)
+        self.mem[:, addr[keep] % self.mem.shape[1]] = planes[:, keep]

@@ -7,7 +7,7 @@ from amaranth.sim import Simulator
 from hw.config import ArrayConfig
 from hw.lif import LifUnit
 from hw.pe import PeArray
-from pysim.hwref import bits_word, lif_unit, pe_tile
+from pysim.hwref import bits_word, lane_masks, lif_unit, pe_tile
 
 CFG = ArrayConfig(name="blk", pe_rows=3, pe_cols=2, lanes=4, weight_bits=8, acc_bits=14,
                   membrane_bits=20)
@@ -98,7 +98,9 @@ def run_lif(config, cases):
                 ctx.set(dut.x[lane], int(value))
             ctx.set(dut.bias, bias)
             ctx.set(dut.threshold, thr)
-            ctx.set(dut.T, T)
+            valid, _ = lane_masks(T, 1, config.lanes)
+            ctx.set(dut.valid, valid)
+            ctx.set(dut.start, 1)
             ctx.set(dut.step, step)
             await ctx.delay(1e-7)
             got.append([(ctx.get(dut.spikes) >> t) & 1 for t in range(config.lanes)])

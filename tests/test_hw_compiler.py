@@ -1,5 +1,7 @@
 """Compiler + NumPy executor (`pysim/hwref.py`) against the golden model, and the fit checks."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -7,9 +9,12 @@ from hw import isa
 from hw.compiler import DoesNotFit, compile_network
 from hw.config import ArrayConfig
 from pysim import golden
+from pysim.data import digits_test
+from pysim.intmodel import IntModel
 from pysim.hwref import Executor
 from pysim.random_model import FAMILIES, random_images, random_int_model
 
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "hw/configs"
 CONFIGS = [ArrayConfig(name="tiny", pe_rows=4, pe_cols=4, lanes=4),
            ArrayConfig(name="wide", pe_rows=8, pe_cols=16, lanes=8, membrane_bits=32)]
 
@@ -83,3 +88,27 @@ def test_cycle_model_counts_every_pass():
     assert len(report.passes) == len(net.passes)
     assert report.total == report.unpack + sum(p.cycles for p in report.passes) + 1
     assert all(0 < p.utilization <= 1 for p in report.passes if p.useful)
+
+
+CHECKPOINTS = sorted((Path(__file__).resolve().parents[1] / "checkpoints").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", CHECKPOINTS, ids=lambda p: p.stem)
+def test_trained_checkpoints_fit_default_and_run_bit_exact_on_the_test_split(path):
+    """Every trained variant compiles for the default configuration and the executor's logits
+    equal the golden model's on all 360 test images."""
+    model = IntModel.load(path)
+    net = compile_network(model, ArrayConfig.load(CONFIG_DIR / "default.json"))
+    assert net.activation_words <= net.config.act_depth * net.config.pe_cols
+    images, _ = digits_test()
+    logits, _ = golden.run(model, images, record=False)
+    got = np.stack([net.decode_result(p, False)[0] for p in Executor(net).run_batch(images)])
+    np.testing.assert_array_equal(got, logits)
+
+
+def test_residual_sum_is_written_in_place():
+    """The membrane-shortcut sum takes over a dying operand's words (no new allocation)."""
+    model = random_int_model("ms", seed=8)
+    net = compile_network(model, CONFIGS[0])
+    res = next(layer for layer in model.layers if layer.kind == "ms_add")
+    assert net.tensors[res.output][0] in {net.tensors[n][0] for n in res.inputs}
