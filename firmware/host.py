@@ -187,7 +187,7 @@ class Accelerator:
         stream = bytearray()
         received = 0  # result bytes received so far
         outputs = []
-        queue_free = 0
+        queue_free = self.status().queue_free
         sent = 0
         last_progress = time.monotonic()
         while len(outputs) < len(tokens):

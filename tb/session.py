@@ -85,8 +85,10 @@ def build(config: ArrayConfig, name: str | None = None, core=None, **link_args) 
     verilog = directory / f"{TOP}.v"
     start = time.monotonic()
     # The cosimulation always has the link's stall hooks (tied low unless a test stresses
-    # them), so the stress tests and `make sim` share one build per configuration.
-    generate(config, verilog, core=core, **{"test_hooks": True, **link_args})
+    # them), so the stress tests and `make sim` share one build per configuration. Requests
+    # arrive back to back here, so a frame times out after 16k cycles instead of 64k.
+    generate(config, verilog, core=core,
+             **{"test_hooks": True, "timeout_cycles": 1 << 14, **link_args})
     control = directory / "public.vlt"
     control.write_text(f'`verilator_config\npublic_flat_rw -module "{TOP}" -var "*"\n')
     libs = cocotb_tools.config.libs_dir

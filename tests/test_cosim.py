@@ -1,0 +1,202 @@
+"""Cosimulation on Verilator: the host firmware drives `spikeformer_top` (host link + core).
+
+One Verilator build of the default configuration (`build/cosim/default/`, shared with
+`make sim`) serves every test here; each test opens its own simulation session. The models are
+the committed checkpoints; every comparison is against `pysim.golden.run`.
+"""
+
+import random
+import struct
+
+import numpy as np
+import pytest
+
+from firmware.host import DeviceError
+from firmware.protocol import RESPONSE, SOF, Command, encode_frame
+from hw import isa
+from hw.compiler import compile_network
+from hw.config import ArrayConfig
+from hw.status import Status
+from pysim import golden
+from pysim.data import digits_test
+from pysim.intmodel import IntModel
+from tb.run_sim import DEFAULT_CONFIG, ROOT
+from tb.session import Session, build
+
+CONFIG = ArrayConfig.load(DEFAULT_CONFIG)
+MODELS = ["spikformer", "spikformer_v2", "spikingformer", "sdt", "spikformer_iand"]
+
+
+@pytest.fixture(scope="module")
+def built():
+    return build(CONFIG)
+
+
+@pytest.fixture(scope="module")
+def images():
+    x, _ = digits_test()
+    return x
+
+
+def compiled_model(name):
+    model = IntModel.load(ROOT / "checkpoints" / f"{name}.json")
+    return model, compile_network(model, CONFIG)
+
+
+def assert_trace_equal(model, traces, reference):
+    for b, traced in enumerate(traces):
+        assert traced, "the device returned no traced tensors"
+        for name, value in traced.items():
+            np.testing.assert_array_equal(value, reference[name][b],
+                                          err_msg=f"input {b}, tensor {name}")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_network_bit_exact_with_every_layer(built, images, name):
+    """Logits and every layer's spikes of each committed variant equal the golden model's."""
+    model, compiled = compiled_model(name)
+    x = images[:3]
+    expected, reference = golden.run(model, x, record=True)
+    with Session(built) as session:
+        acc = session.accelerator()
+        acc.reset()
+        acc.load(compiled)
+        logits, traces = acc.infer(x, trace=True)
+        plain = acc.infer(x[::-1])
+        link = acc.status()
+    assert session.passed
+    np.testing.assert_array_equal(logits, expected)
+    np.testing.assert_array_equal(plain, expected[::-1])
+    assert_trace_equal(model, traces, reference)
+    assert len(traces[0]) == len(compiled.trace_tensors())
+    assert link.error == Status.OK and link.results_done == 6
+
+
+def test_stress_idle_backpressure_and_stalls(built, images):
+    """Random idle, back-pressure and internal stalls on every stream; a long run in one
+    session with nothing lost or reordered."""
+    model, compiled = compiled_model("spikformer")
+    x = images[:40]
+    expected, _ = golden.run(model, x, record=False)
+    with Session(built, idle=0.3, backpressure=0.4, stall=0.3, seed=7) as session:
+        acc = session.accelerator(timeout=120)
+        acc.reset()
+        acc.load(compiled)
+        got = acc.infer(x)
+        again = acc.infer(x[:5], trace=True)[0]
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(again, expected[:5])
+
+
+def mutated_frames(rng, compiled, max_payload):
+    """Malformed frames of every kind, each with the status the link must answer (or None
+    when the bytes must be dropped without an answer)."""
+    status = encode_frame(Command.STATUS)
+    chunk = compiled.load_chunks(max_payload)[0]
+    load = encode_frame(Command.LOAD, chunk)
+    cases = []
+    bad_crc = bytearray(load)
+    bad_crc[10] ^= 0x10  # a weight/record byte flipped in flight: CRC no longer matches
+    cases.append(("bad CRC on LOAD", bytes(bad_crc), Status.BAD_CRC))
+    cases.append(("unknown command", encode_frame(0x3C, b"xyz"), Status.UNKNOWN_COMMAND))
+    cases.append(("oversize length", bytes([SOF, Command.LOAD, 0xFF, 0x7F]), Status.BAD_LENGTH))
+    cases.append(("STATUS with a payload", encode_frame(Command.STATUS, b"\x00"),
+                  Status.BAD_LENGTH))
+    cases.append(("READ without a count", encode_frame(Command.READ), Status.BAD_LENGTH))
+    cases.append(("INFER with a broken segment", encode_frame(Command.INFER, b"\x09\x00abc"),
+                  Status.BAD_LENGTH))
+    cases.append(("truncated frame", load[:len(load) // 2], Status.TIMEOUT))
+    cases.append(("length longer than the frame", bytes([SOF, Command.STATUS, 3, 0, 1]),
+                  Status.TIMEOUT))
+    cases.append(("garbage without a start marker",
+                  bytes(rng.choice([b for b in range(256) if b != SOF]) for _ in range(50)),
+                  None))
+    for i in range(6):
+        frame = bytearray(status if i % 2 else load)
+        frame[rng.randrange(1, len(frame))] ^= 1 << rng.randrange(8)
+        cases.append((f"random bit flip {i}", bytes(frame), "any"))
+    return cases
+
+
+def test_fuzz_malformed_frames_then_bit_exact(built, images):
+    """Bad CRC, truncation, wrong lengths, unknown commands between valid requests: each gets
+    its error response, the link keeps serving, and inference stays bit-exact."""
+    rng = random.Random(3)
+    model, compiled = compiled_model("spikformer")
+    x = images[:3]
+    expected, _ = golden.run(model, x, record=False)
+    with Session(built) as session:
+        acc = session.accelerator()
+        acc.reset()
+        acc.load(compiled)
+        for what, data, answer in mutated_frames(rng, compiled, acc.max_payload):
+            acc.send_raw(data)
+            frames = acc.drain(quiet=3.0 if answer == Status.TIMEOUT else 1.0)
+            statuses = [f.status for f in frames]
+            if answer is None:
+                assert frames == [], what
+            elif answer != "any":
+                assert statuses[:1] == [answer], f"{what}: got {statuses}"
+                assert all(f.cmd & RESPONSE for f in frames)
+            link = acc.status()  # still serving, program intact
+            assert link.ready and link.error == Status.OK, what
+        np.testing.assert_array_equal(acc.infer(x), expected)
+
+
+def test_load_error_is_reported_and_recovers(built, images):
+    """A record beyond the weight memory gets DOES_NOT_FIT, a malformed one BAD_RECORD; after
+    RESET a full load runs bit-exactly."""
+    model, compiled = compiled_model("spikformer")
+    x = images[:2]
+    expected, _ = golden.run(model, x, record=False)
+    beyond = struct.pack("<BHB", isa.REC_WEIGHT, CONFIG.weight_depth, 1) + bytes(CONFIG.pe_rows)
+    with Session(built) as session:
+        acc = session.accelerator()
+        acc.reset()
+        frame = acc.request(Command.LOAD, beyond)
+        answer = frame.status if frame.status != Status.OK else acc.status().error
+        assert answer == Status.DOES_NOT_FIT
+        acc.reset()
+        frame = acc.request(Command.LOAD, b"\x00garbage")
+        answer = frame.status if frame.status != Status.OK else acc.status().error
+        assert answer == Status.BAD_RECORD
+        acc.reset()
+        with pytest.raises(DeviceError, match="NOT_LOADED"):
+            acc.compiled = compiled
+            acc.infer(x)
+        acc.reset()
+        acc.load(compiled)
+        np.testing.assert_array_equal(acc.infer(x), expected)
+
+
+def corrupt_one_weight(compiled, x, expected):
+    """Flip bit 6 of the first head weight whose corruption the NumPy executor of the load
+    image shows to change a logit; return (word, row)."""
+    from pysim.hwref import Executor
+
+    head = next(p for p in compiled.passes if p.desc["out_mode"] == isa.OUT_HEAD)
+    for word in range(head.desc["w_base"], len(compiled.weights)):
+        for row in range(CONFIG.pe_rows):
+            compiled.weights[word][row] ^= 0x40
+            logits = np.stack([compiled.decode_result(r, False)[0]
+                               for r in Executor(compiled).run_batch(x)])
+            if (logits != expected).any():
+                return word, row
+            compiled.weights[word][row] ^= 0x40
+    raise AssertionError("no head weight changes the logits of these inputs")
+
+
+def test_corrupted_weight_makes_comparison_fail(built, images):
+    """Negative control: one flipped weight bit, sent in a well-formed LOAD (fresh CRC and
+    commit checksum), makes the RTL disagree with the golden model."""
+    model, compiled = compiled_model("spikformer")
+    x = images[:3]
+    expected, _ = golden.run(model, x, record=False)
+    corrupt_one_weight(compiled, x, expected)  # records() re-derives image and checksum
+    with Session(built) as session:
+        acc = session.accelerator()
+        acc.reset()
+        acc.load(compiled)
+        logits = acc.infer(x)
+    with pytest.raises(AssertionError):
+        np.testing.assert_array_equal(logits, expected)
