@@ -34,6 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pysim import torch_int
 from pysim.data import check_images
 from pysim.golden import derive_tensor_specs
 from pysim.intmodel import IntModel, Layer, TensorSpec
@@ -544,6 +545,13 @@ class SpikingTransformer(nn.Module):
         if kind == "head":
             return self.units[node.key](ins[0])
         raise ValueError(f"unknown node kind {kind!r}")
+
+    def integer_forward(self, images, record: bool = True):
+        """Integer mode: export the quantized model and run it with torch integer ops.
+
+        Returns `(logits, trace)` exactly like `pysim.golden.run` (see `pysim.torch_int`).
+        """
+        return torch_int.run(self.export(), images, record=record)
 
     # ---- export --------------------------------------------------------------------------------
 

@@ -41,6 +41,8 @@ EPOCHS = 60
 QAT_EPOCHS = 15
 BATCH = 32
 LR = 5e-3
+#: Float-stage learning rate where the default does not reach 97% (spikingformer: 96.9%).
+LR_BY_VARIANT = {"spikingformer": 1e-2}
 QAT_LR = 5e-4
 
 
@@ -65,6 +67,7 @@ def _shifted(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 def _epochs(model: SpikingTransformer, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float,
             generator: torch.Generator, desc: str, progress: bool) -> None:
+    """Adam with a cosine learning-rate schedule on randomly shifted digits, cross-entropy."""
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     steps = epochs * ((len(x) + BATCH - 1) // BATCH)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, 1))
@@ -119,7 +122,8 @@ def train_variant(variant: str, weight_bits: int = 8, epochs: int = EPOCHS,
     y = torch.from_numpy(y_train.copy())
     generator = torch.Generator().manual_seed(seed)
     model = build_model(variant)
-    _epochs(model, x, y, epochs, LR, generator, f"{variant} float", progress)
+    lr = LR_BY_VARIANT.get(variant, LR)
+    _epochs(model, x, y, epochs, lr, generator, f"{variant} float", progress)
     float_model = copy.deepcopy(model)
     model.quantize(weight_bits)
     _epochs(model, x, y, qat_epochs, QAT_LR, generator, f"{variant} qat", progress)

@@ -1,0 +1,132 @@
+"""Accuracy of the committed checkpoints, the evaluation report, and bad checkpoints/exports."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from pysim import evaluate, golden
+from pysim.data import check_images, digits_split, digits_test
+from pysim.intmodel import ExportError, IntModel
+from pysim.torch_models import (
+    VARIANTS,
+    CheckpointError,
+    checkpoint_paths,
+    load_export,
+    load_float_model,
+)
+from pysim.train import accuracy
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_committed_accuracy(variant):
+    x_test, y_test = digits_test()
+    float_acc = accuracy(load_float_model(variant), x_test, y_test)
+    logits, _ = golden.run(load_export(variant), x_test, record=False)
+    golden_acc = float((logits.argmax(axis=1) == y_test).mean())
+    assert float_acc >= 0.97, f"{variant}: float accuracy {float_acc:.2%}"
+    assert abs(golden_acc - float_acc) <= 0.01, \
+        f"{variant}: golden {golden_acc:.2%} vs float {float_acc:.2%}"
+
+
+def test_digits_split_is_fixed_and_stratified():
+    x_train, y_train, x_test, y_test = digits_split()
+    assert x_train.shape == (1437, 8, 8) and x_test.shape == (360, 8, 8)
+    assert x_train.dtype == np.uint8 and x_test.max() == 16 and x_test.min() == 0
+    assert np.bincount(y_test).min() >= 35  # stratified: 10 classes of ~36
+    assert int(y_test[:10].sum()) == int(digits_split()[3][:10].sum())
+
+
+@pytest.mark.parametrize("images", [np.zeros((8, 8)), np.zeros((3, 8, 9)),
+                                    np.zeros((3, 2, 8, 8))])
+def test_check_images_names_the_shape(images):
+    with pytest.raises(ValueError, match=r"expected \(B, 8, 8\) or \(B, 1, 8, 8\)"):
+        check_images(images)
+    with pytest.raises(ValueError, match="integer"):
+        check_images(np.full((1, 8, 8), 0.5))
+
+
+# ---- the report -----------------------------------------------------------------------------
+
+def test_fanout_and_dense_counts():
+    np.testing.assert_array_equal(evaluate._fanout(3, 3, 3), [[4, 6, 4], [6, 9, 6], [4, 6, 4]])
+    assert evaluate._fanout(4, 4, 1).sum() == 16
+    model = load_export("spikformer")
+    # All-ones pixels: the first conv's MACs are its dense count (over T) minus padding.
+    images = np.ones((2, 8, 8), dtype=np.int64)
+    _, trace = golden.run(model, images)
+    ops = evaluate.operation_counts(model, images, trace)
+    first = model.layers[0]
+    cout = first.arrays["weight"].shape[0]
+    assert ops["first_layer_macs"] == model.T * cout * evaluate._fanout(8, 8, 3).sum()
+    assert ops["per_layer"][first.name] == {"mac": ops["first_layer_macs"]}
+    assert ops["synaptic_ops"] == pytest.approx(
+        sum(v.get("ac", 0.0) for v in ops["per_layer"].values()))
+    # Silent inputs cost nothing beyond what the biases make fire.
+    zeros = np.zeros((2, 8, 8), dtype=np.int64)
+    _, trace0 = golden.run(model, zeros)
+    assert evaluate.operation_counts(model, zeros, trace0)["first_layer_macs"] == 0
+
+
+def test_evaluate_writes_json_and_markdown(tmp_path):
+    out = tmp_path / "eval" / "report.json"
+    assert evaluate.main(["--out", str(out), "--models", "spikformer", "sdt"]) == 0
+    report = json.loads(out.read_text())
+    assert [row["variant"] for row in report["models"]] == ["spikformer", "sdt"]
+    for row in report["models"]:
+        assert row["bit_exact_mismatches"] == 0
+        assert row["float_accuracy"] >= 0.97
+        assert row["parameters"] > 10_000
+        assert 0 < row["synaptic_ops"] and row["energy_snn_nj"] < row["energy_ann_nj"] * 10
+        assert row["energy_ann_nj"] == pytest.approx(row["ann_macs"] * 4.6e-3)
+    table = out.with_suffix(".md").read_text()
+    assert "| spikformer |" in table and "| sdt |" in table
+
+
+# ---- bad checkpoints and exports ------------------------------------------------------------
+
+def test_missing_checkpoint_says_how_to_create_it(tmp_path):
+    with pytest.raises(CheckpointError, match=r"spikformer\.pt does not exist.*make train"):
+        load_float_model("spikformer", tmp_path)
+    with pytest.raises(CheckpointError, match=r"sdt\.json does not exist.*make train"):
+        load_export("sdt", tmp_path)
+
+
+@pytest.fixture
+def export_copy(tmp_path):
+    paths = checkpoint_paths("spikformer")
+    for key in ("json", "npz"):
+        shutil.copy(paths[key], tmp_path)
+    return tmp_path / "spikformer.json"
+
+
+def test_copied_export_loads(export_copy):
+    assert IntModel.load(export_copy).model == "spikformer"
+
+
+def test_corrupted_arrays_fail_the_checksum(export_copy):
+    npz = export_copy.with_suffix(".npz")
+    blob = bytearray(npz.read_bytes())
+    blob[len(blob) // 2] ^= 0x01
+    npz.write_bytes(bytes(blob))
+    with pytest.raises(ExportError, match="sha256"):
+        IntModel.load(export_copy)
+
+
+def test_wrong_format_version_is_named(export_copy):
+    manifest = json.loads(export_copy.read_text())
+    manifest["format_version"] = 2
+    export_copy.write_text(json.dumps(manifest))
+    with pytest.raises(ExportError, match="format_version"):
+        IntModel.load(export_copy)
+
+
+def test_wrong_tensor_shape_is_named(export_copy):
+    manifest = json.loads(export_copy.read_text())
+    manifest["tensors"]["sps.s0"]["shape"] = [9, 8, 8]
+    export_copy.write_text(json.dumps(manifest))
+    with pytest.raises(ExportError, match=r"sps\.conv0.*weight.*shape"):
+        IntModel.load(export_copy)
