@@ -78,15 +78,15 @@ def operation_counts(model: IntModel, images: np.ndarray, trace: dict) -> dict:
         x = values[layer.inputs[0]]
         if layer.kind == "conv":
             cout, _, k, _ = layer.arrays["weight"].shape
-            weighted = (x.sum(axis=(1, 2)) * _fanout(h, w, k)).sum() * cout / batch
-            if layer.inputs[0] == model.input:
-                mac += weighted
-                weighted_ac = 0.0
-                per_layer[layer.name] = {"mac": float(weighted)}
-            else:
-                weighted_ac = weighted
-                per_layer[layer.name] = {"ac": float(weighted)}
-            ac += weighted_ac
+            fanout = _fanout(h, w, k)
+            if layer.inputs[0] == model.input:  # one MAC per non-zero pixel and fan-out
+                ops = ((x != 0).sum(axis=(1, 2)) * fanout).sum() * cout / batch
+                mac += ops
+                per_layer[layer.name] = {"mac": float(ops)}
+            else:  # an input of value x is x spikes
+                ops = (x.sum(axis=(1, 2)) * fanout).sum() * cout / batch
+                ac += ops
+                per_layer[layer.name] = {"ac": float(ops)}
             ann += cout * c * k * k * n
         elif layer.kind == "ssa":
             q, k_, _ = (values[name] for name in layer.inputs)

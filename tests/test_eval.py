@@ -65,6 +65,15 @@ def test_fanout_and_dense_counts():
     assert ops["per_layer"][first.name] == {"mac": ops["first_layer_macs"]}
     assert ops["synaptic_ops"] == pytest.approx(
         sum(v.get("ac", 0.0) for v in ops["per_layer"].values()))
+    # Pixel values do not matter to the MAC count, only whether they are zero.
+    _, trace7 = golden.run(model, 7 * images)
+    assert evaluate.operation_counts(model, 7 * images, trace7)["first_layer_macs"] == \
+        ops["first_layer_macs"]
+    # A spike-driven layer costs (input spikes x fan-out x Cout) accumulates.
+    second = model.layers[1]
+    spikes = trace[first.output].sum(axis=(1, 2))
+    expected = (spikes * evaluate._fanout(8, 8, 3)).sum() * second.arrays["weight"].shape[0] / 2
+    assert ops["per_layer"][second.name] == {"ac": expected}
     # Silent inputs cost nothing beyond what the biases make fire.
     zeros = np.zeros((2, 8, 8), dtype=np.int64)
     _, trace0 = golden.run(model, zeros)
