@@ -35,8 +35,6 @@ from .pe import PeArray
 from .status import Status
 
 BYTE_STREAM = stream.Signature(data.StructLayout({"data": 8, "last": 1}))
-FIELD_SLOTS = 64  #: program memory words reserved per descriptor (>= len(DESC_FIELDS))
-assert len(isa.DESC_FIELDS) <= FIELD_SLOTS
 
 
 def _log2(n: int) -> int:
@@ -120,14 +118,16 @@ class _Core(wiring.Component):
                                          "w": unsigned(WAW), "shift": 4, "neg": 1,
                                          "rot": unsigned(LR)})
         smem = Memory(shape=step_layout, depth=cfg.step_depth, init=[])
-        prog = Memory(shape=unsigned(32), depth=cfg.program_depth * FIELD_SLOTS, init=[])
+        # One program word holds a whole descriptor (a 32-bit lane per field, written field by
+        # field), so a pass's descriptor loads in one read instead of one per field.
+        prog = Memory(shape=unsigned(32 * NF), depth=cfg.program_depth, init=[])
         pix = Memory(shape=unsigned(8), depth=2 * cfg.input_depth, init=[])
         m.submodules.wmem, m.submodules.pmem, m.submodules.smem = wmem, pmem, smem
         m.submodules.prog, m.submodules.pix = prog, pix
         w_rd, w_wr = wmem.read_port(), wmem.write_port()
         p_rd, p_wr = pmem.read_port(), pmem.write_port()
         s_rd, s_wr = smem.read_port(), smem.write_port()
-        g_rd, g_wr = prog.read_port(), prog.write_port()
+        g_rd, g_wr = prog.read_port(), prog.write_port(granularity=32)
         x_rd, x_wr = pix.read_port(), pix.write_port()
 
         # Run access helpers: a run of C words at flat address `addr`.
@@ -312,8 +312,8 @@ class _Core(wiring.Component):
                                 m.d.comb += done.eq(nent + 1 == count)
                             with m.Case(isa.REC_DESC):
                                 word = entry_word(4)
-                                m.d.comb += [g_wr.addr.eq(Cat(nent[:6], base)),
-                                             g_wr.en.eq(1), g_wr.data.eq(word[:32])]
+                                m.d.comb += [g_wr.addr.eq(base), g_wr.en.eq(1 << nent[:6]),
+                                             g_wr.data.eq(Cat(*[word[:32]] * NF))]
                                 m.d.comb += done.eq(nent + 1 == NF)
                             with m.Case(isa.REC_GLOBAL):
                                 word = entry_word(4)
@@ -423,7 +423,9 @@ class _Core(wiring.Component):
             "par_t": PAW, "out_t": AW, "rows_left": signed(18), "first_ct": 1, "last_ct": 1,
             "final": 1}))
         stall = Signal()
-        m.d.comb += stall.eq(st_last_step & (drain_busy | s1.last | s2.last))
+        # A tile's last step waits until the shadow of the previous tile has been drained.
+        m.d.comb += stall.eq(st_last_step & (drain_busy | (s1.valid & s1.last)
+                                             | (s2.valid & s2.last)))
         issue = Signal()
         m.d.comb += issue.eq(s0_run & ~stall)
         m.d.comb += s_rd.addr.eq(d["step_base"] + st_i)
@@ -696,7 +698,6 @@ class _Core(wiring.Component):
 
         # ---- sequencer ---------------------------------------------------------------------------
         pass_i = Signal(16)
-        fld = Signal(7)
         up_i = Signal(17)
         up_b = Signal(4)
         up_g = Signal(range(L + 1))
@@ -742,19 +743,17 @@ class _Core(wiring.Component):
                     m.d.sync += [up_addr.eq(up_addr + 1), up_g.eq(0), up_gmask.eq(lane_group)]
                     with m.If(up_i == g_n_pixels):
                         m.d.sync += [full.bit_select(rslot, 1).eq(0), rslot.eq(~rslot),
-                                     pass_i.eq(0), fld.eq(0)]
+                                     pass_i.eq(0)]
                         m.next = "DESC"
                     with m.Else():
                         m.next = "UNPACK_GATHER"
             with m.State("DESC"):
-                m.d.comb += g_rd.addr.eq(Cat(fld[:6], pass_i))
-                m.d.sync += fld.eq(fld + 1)
-                with m.Switch(fld):
-                    for i, name in enumerate(isa.DESC_FIELDS):
-                        with m.Case(i + 1):
-                            m.d.sync += d[name].eq(g_rd.data)
-                with m.If(fld == NF):
-                    m.next = "START"
+                m.d.comb += g_rd.addr.eq(pass_i)
+                m.next = "DESC_LATCH"
+            with m.State("DESC_LATCH"):
+                for i, name in enumerate(isa.DESC_FIELDS):
+                    m.d.sync += d[name].eq(g_rd.data[32 * i:32 * i + 32])
+                m.next = "START"
             with m.State("START"):
                 three = d["taps"] == 9
                 m.d.sync += [
@@ -787,7 +786,7 @@ class _Core(wiring.Component):
                 with m.If(~mp_run & ~mp_s.valid):
                     m.next = "PASS_END"
             with m.State("PASS_END"):
-                m.d.sync += [dump_i.eq(0), fld.eq(0)]
+                m.d.sync += dump_i.eq(0)
                 with m.If(trace_on & (d["dump_words"] != 0)):
                     m.next = "DUMP_READ"
                 with m.Elif(pass_i == n_passes - 1):

@@ -53,6 +53,11 @@ class Pass:
     #: dense lane-operations the pass performs usefully (conv/linear: Cout*Cin*k*k*P*T)
     useful: int = 0
     dump: str | None = None  #: tensor dumped after this pass when tracing
+    #: lane-operations on real input bit-planes, zero padding excluded (conv/linear/head:
+    #: the dense count times the input's bit-planes, minus the taps that fall on padding)
+    array_ops: int = 0
+    #: input bit-planes per value (1 for spikes): why a bit-serial layer's dense count is low
+    in_planes: int = 1
 
 
 class _Allocator:
@@ -101,9 +106,10 @@ class _Allocator:
 class CompiledNetwork:
     """The load image and the host-side codecs of one model on one configuration."""
 
-    def __init__(self, model: IntModel, config: ArrayConfig):
+    def __init__(self, model: IntModel, config: ArrayConfig, pack: int | None = None):
         self.model = model
         self.config = config
+        self.requested_pack = pack
         self.passes: list[Pass] = []
         self.weights: list[list[int]] = []
         self.params: list[tuple[int, int]] = []
@@ -243,9 +249,13 @@ class CompiledNetwork:
         return logits, traced
 
 
-def compile_network(model: IntModel, config: ArrayConfig) -> CompiledNetwork:
-    """Compile `model` for `config`; raises `DoesNotFit` naming the layer and the limit."""
-    return CompiledNetwork(model, config)
+def compile_network(model: IntModel, config: ArrayConfig, *,
+                    pack: int | None = None) -> CompiledNetwork:
+    """Compile `model` for `config`; raises `DoesNotFit` naming the layer and the limit.
+
+    `pack` (lane groups per word) defaults to the most the lanes and grids allow; pass 1 to
+    leave the spare lanes idle when T < lanes (for comparisons)."""
+    return CompiledNetwork(model, config, pack)
 
 
 # ---- the pass builder --------------------------------------------------------------------------
@@ -277,7 +287,13 @@ class _Builder:
         splits into `pack` bands of whole rows; a 3x3 conv's band is a multiple of pe_cols
         words (edge reads shift whole bank runs); a max-pool maps whole bands to bands."""
         model = self.model
-        for k in range(self.L // model.T, 1, -1):
+        best = self.L // model.T
+        if self.net.requested_pack is not None:
+            if not 1 <= self.net.requested_pack <= best:
+                self.fail(model.layers[0].name, f"pack = {self.net.requested_pack} is not in "
+                          f"1 .. lanes // T = {best}")
+            best = self.net.requested_pack
+        for k in range(best, 1, -1):
             ok = all(spec.positions % k == 0 for spec in model.tensors.values())
             for layer in model.layers:
                 spec = model.tensors[layer.inputs[0]]
@@ -340,9 +356,10 @@ class _Builder:
         return d
 
     def add_pass(self, layer: Layer, desc: dict, steps, params, weights=(), useful=0,
-                 dump=None):
+                 dump=None, array_ops=0, in_planes=1):
         self.net.passes.append(Pass(layer.name, desc, list(steps), list(params),
-                                    [list(w) for w in weights], useful, dump))
+                                    [list(w) for w in weights], useful, dump, array_ops,
+                                    in_planes))
 
     # -- network
     def build(self):
@@ -459,7 +476,10 @@ class _Builder:
                       out_row=P, out_plane=cout * P,
                       dump_base=dst, dump_words=self.tensor_words(out))
         self.add_pass(layer, d, steps, params, weights,
-                      useful=cout * cin * taps * xin.positions * m.T, dump=layer.output)
+                      useful=cout * cin * taps * xin.positions * m.T, dump=layer.output,
+                      array_ops=cout * cin * planes * m.T * (
+                          (3 * H - 2) * (3 * W - 2) if k == 3 else H * W),
+                      in_planes=planes)
 
     def layer_head(self, layer: Layer):
         m = self.model
@@ -486,7 +506,8 @@ class _Builder:
         d = self.desc(rows=classes, cols=P, steps=len(steps), out_mode=isa.OUT_HEAD,
                       col_base=src, w_rg=cin)
         self.add_pass(layer, d, steps, params, weights,
-                      useful=classes * cin * xin.positions * m.T)
+                      useful=classes * cin * xin.positions * m.T,
+                      array_ops=classes * cin * planes * xin.positions * m.T, in_planes=planes)
 
     def layer_maxpool(self, layer: Layer):
         xin = self.model.tensors[layer.inputs[0]]

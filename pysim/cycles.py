@@ -6,7 +6,7 @@ tracing off and the results stream always ready (tests/test_hw_accelerator.py ch
 
 - unpack: `1 + words * (pack + pixel_bits)` cycles, `words = n_pixels / pack` (one cycle per
   pixel gathered into a word's lane groups, one per bit-plane word written);
-- each pass: `len(DESC_FIELDS) + 1` cycles to load its descriptor, one start cycle, one
+- each pass: 2 cycles to load its descriptor (one wide program word), one start cycle, one
   end-of-pass cycle, and
   - array pass: tiles issue one reduction step per cycle (`steps * taps` per tile); the last
     step of a tile waits until the drain of the previous tile is idle (the pass ends one cycle
@@ -28,7 +28,7 @@ import numpy as np
 
 from hw import isa
 
-DESC_LOAD = len(isa.DESC_FIELDS) + 1
+DESC_LOAD = 2  #: read the descriptor's program word, latch its fields
 PASS_OVERHEAD = DESC_LOAD + 2  #: descriptor load, one start cycle, one end-of-pass cycle
 PIPE = 3  #: cycles from issuing a tile's last step to the first drain cycle
 MAXPOOL_PER_WORD = 9
@@ -42,6 +42,9 @@ class PassCycles:
     cycles: int
     useful: int
     utilization: float
+    array_ops: int = 0
+    in_planes: int = 1
+    desc: dict | None = None
 
 
 def drain_cycles(config, desc: dict, last_ct: bool) -> int:
@@ -96,6 +99,14 @@ class CycleReport:
     unpack: int
     total: int
     config_lanes: int
+    config: object = None
+    model: object = None
+    pack: int = 1
+
+    @property
+    def per_inference(self) -> int:
+        """Cycles of one inference (the same as `total`)."""
+        return self.total
 
     def per_layer(self) -> dict:
         out = {}
@@ -112,6 +123,97 @@ class CycleReport:
     def useful(self) -> int:
         return sum(p.useful for p in self.passes)
 
+    @property
+    def pe_utilization(self) -> float:
+        """Dense utilization of the whole inference (synaptic MACs / lane capacity)."""
+        return self.useful / (self.config.total_lanes * self.total)
+
+    def layers(self) -> list[dict]:
+        """One row per layer: cycles, dense and array utilization, and why it falls short.
+
+        dense = synaptic MACs (Cout Cin k k H W T) / (lanes of the array x cycles);
+        array = lane-operations on real input bit-planes, padding excluded / the same capacity.
+        A bit-serial layer (multi-bit input read as bit-planes) has array = planes x dense.
+        """
+        cfg = self.config
+        rows = []
+        for name in dict.fromkeys(p.layer for p in self.passes):
+            ps = [p for p in self.passes if p.layer == name]
+            cycles = sum(p.cycles for p in ps)
+            useful = sum(p.useful for p in ps)
+            array = sum(p.array_ops for p in ps)
+            cap = cfg.total_lanes * cycles
+            layer = self.model.layer(name) if self.model is not None else None
+            row = {"layer": name, "kind": layer.kind if layer else ps[0].kind,
+                   "passes": len(ps), "cycles": cycles, "dense_macs": useful,
+                   "array_ops": array,
+                   "dense_utilization": round(useful / cap, 4) if useful else None,
+                   "array_utilization": round(array / cap, 4) if array else None}
+            if useful:
+                row["shortfall"] = self._shortfall(ps[0], cycles, useful)
+            rows.append(row)
+        return rows
+
+    def _shortfall(self, p, cycles: int, useful: int) -> list[str]:
+        """Why a conv/linear/head layer's dense utilization is below 1, largest loss first."""
+        cfg, d = self.config, p.desc
+        R, C, L = cfg.pe_rows, cfg.pe_cols, cfg.lanes
+        T = self.model.T if self.model is not None else L
+        out = []
+        if p.in_planes > 1:
+            out.append(f"bit-serial input: {p.in_planes} bit-planes per value")
+        if d["rows"] % R:
+            out.append(f"{d['rows']} output rows on {R} PE rows "
+                       f"({d['rows'] / (d['rgs'] * R):.0%} used)")
+        if d["cols"] % C:
+            out.append(f"{d['cols']} positions on {C} PE columns "
+                       f"({d['cols'] / (d['cts'] * C):.0%} used)")
+        if self.pack * T < L:
+            out.append(f"T = {T} fills {self.pack * T} of {L} lanes")
+        K = d["steps"] * d["taps"]
+        drain = drain_cycles(cfg, d, False)
+        if drain + PIPE > K and d["out_mode"] != isa.OUT_HEAD:
+            out.append(f"drain-bound: {drain} drain cycles per tile (R x {d['out_planes']} "
+                       f"output planes) vs {K} reduction steps")
+        if d["out_mode"] == isa.OUT_HEAD:
+            out.append(f"logit emission: 4 cycles per class ({d['rows']} classes)")
+        tiles = d["groups"] * d["rgs"] * d["cts"]
+        issue = tiles * K
+        over = cycles - max(issue, 1)
+        if over > 0.05 * cycles:
+            out.append(f"pass overhead and pipeline: {over} of {cycles} cycles")
+        return out
+
+    def to_dict(self) -> dict:
+        cfg = self.config
+        return {
+            "model": self.model.model if self.model is not None else None,
+            "config": cfg.name, "pe_rows": cfg.pe_rows, "pe_cols": cfg.pe_cols,
+            "lanes": cfg.lanes, "T": self.model.T if self.model is not None else None,
+            "pack": self.pack, "cycles_per_inference": self.total, "unpack_cycles": self.unpack,
+            "clock_hz": cfg.clock_hz,
+            "inferences_per_second": round(cfg.clock_hz / self.total, 2),
+            "dense_utilization": round(self.pe_utilization, 4),
+            "layers": self.layers(),
+        }
+
+    def table(self) -> str:
+        """The per-layer report as a fixed-width text table."""
+        def pct(v):
+            return "-" if v is None else f"{100 * v:5.1f}%"
+        lines = [f"{'layer':<22} {'kind':<8} {'passes':>6} {'cycles':>7} {'dense':>7} "
+                 f"{'array':>7}  falls short because"]
+        for r in self.layers():
+            why = "; ".join(r.get("shortfall", [])) if (r["dense_utilization"] or 1) < 0.85 \
+                else ""
+            lines.append(f"{r['layer']:<22} {r['kind']:<8} {r['passes']:>6} {r['cycles']:>7} "
+                         f"{pct(r['dense_utilization']):>7} {pct(r['array_utilization']):>7}  "
+                         f"{why}")
+        lines.append(f"{'unpack':<22} {'':<8} {'':>6} {self.unpack:>7}")
+        lines.append(f"{'total':<22} {'':<8} {len(self.passes):>6} {self.total:>7} "
+                     f"{pct(self.pe_utilization):>7}")
+        return "\n".join(lines)
+
 
 def cycle_report(net) -> CycleReport:
     """Cycles of one inference of compiled network `net` (trace off, results always ready)."""
@@ -124,9 +226,10 @@ def cycle_report(net) -> CycleReport:
         kind = "maxpool" if p.desc["op"] == isa.OP_MAXPOOL else {
             isa.OUT_HEAD: "head"}.get(p.desc["out_mode"], "array")
         passes.append(PassCycles(p.layer, kind, c, p.useful,
-                                 p.useful / (cfg.total_lanes * c)))
+                                 p.useful / (cfg.total_lanes * c), p.array_ops, p.in_planes,
+                                 p.desc))
     total = unpack + sum(p.cycles for p in passes) + 1
-    return CycleReport(passes, unpack, total, cfg.lanes)
+    return CycleReport(passes, unpack, total, cfg.lanes, cfg, net.model, g["pack"])
 
 
 def synaptic_operations(net, trace: dict) -> int:
@@ -151,3 +254,42 @@ def synaptic_operations(net, trace: dict) -> int:
         fan = w.shape[0] * (w.shape[2] * w.shape[3] if w.ndim == 4 else 1)
         total += ones * fan
     return total
+
+
+def main(argv=None) -> int:
+    """`python -m pysim.cycles --model checkpoints/X.json [--config J]`: per-layer table and
+    build/cycles/<model>-<config>.json."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    from hw.compiler import compile_network
+    from hw.config import ArrayConfig
+    from pysim.intmodel import IntModel
+
+    root = Path(__file__).resolve().parents[1]
+    parser = argparse.ArgumentParser(prog="python -m pysim.cycles",
+                                     description="cycles and PE utilization per layer")
+    parser.add_argument("--model", required=True, help="exported model manifest (.json)")
+    parser.add_argument("--config", default=str(root / "hw/configs/default.json"),
+                        help="ArrayConfig JSON (default: hw/configs/default.json)")
+    parser.add_argument("--out", help="report JSON (default: build/cycles/<model>-<config>.json)")
+    args = parser.parse_args(argv)
+    model = IntModel.load(args.model)
+    config = ArrayConfig.load(args.config)
+    report = compile_network(model, config).cycles
+    print(f"{Path(args.model).stem} on {config.name} ({config.pe_rows}x{config.pe_cols} PEs, "
+          f"{config.lanes} lanes), T = {model.T}, pack = {report.pack}")
+    print(report.table())
+    print(f"{report.total} cycles per inference = {config.clock_hz / report.total:,.0f} "
+          f"inferences/s at {config.clock_hz / 1e6:g} MHz")
+    out = Path(args.out) if args.out else (
+        root / "build/cycles" / f"{Path(args.model).stem}-{config.name}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

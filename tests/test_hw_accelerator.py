@@ -64,7 +64,7 @@ def simulate(bench, config=CFG):
                                        ("ms", 2), ("sdsa", 1), ("sew", 2), ("iand", 1)])
 def test_end_to_end_equals_golden_and_cycle_model(family, T):
     """T < lanes packs lanes / T positions per word (pack 2 at T = 2, pack 4 at T = 1)."""
-    model = random_int_model(family, seed=1, size=8, dim=8, T=T)
+    model = random_int_model(family, seed=1, size=8, dim=4, T=T)
     net = compile_network(model, CFG)
     assert net.globals["pack"] == CFG.lanes // T
     image = random_images(model, 1, seed=3)[0]

@@ -1,5 +1,6 @@
 """Compiler + NumPy executor (`pysim/hwref.py`) against the golden model, and the fit checks."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,8 @@ from hw.compiler import DoesNotFit, compile_network
 from hw.config import ArrayConfig
 from pysim import golden
 from pysim.data import digits_test
-from pysim.intmodel import IntModel
 from pysim.hwref import Executor
+from pysim.intmodel import IntModel
 from pysim.random_model import FAMILIES, random_images, random_int_model
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "hw/configs"
@@ -112,3 +113,42 @@ def test_residual_sum_is_written_in_place():
     net = compile_network(model, CONFIGS[0])
     res = next(layer for layer in model.layers if layer.kind == "ms_add")
     assert net.tensors[res.output][0] in {net.tensors[n][0] for n in res.inputs}
+
+
+@pytest.mark.parametrize("T", [1, 2])
+def test_spare_lanes_pack_positions_and_cut_cycles(T):
+    """T < lanes: lanes / T positions share a word; bit-exact, and fewer cycles than leaving
+    the spare lanes idle (pack = 1)."""
+    config = ArrayConfig(pe_rows=4, pe_cols=4, lanes=4)
+    model = random_int_model("sdsa", seed=9, T=T)
+    packed, idle = compile_network(model, config), compile_network(model, config, pack=1)
+    assert packed.globals["pack"] == 4 // T and idle.globals["pack"] == 1
+    image = random_images(model, 1, seed=2)[0]
+    logits, trace = golden.run(model, image[None])
+    for net in (packed, idle):
+        got, traced = net.decode_result(Executor(net).run(image, trace=True), True)
+        np.testing.assert_array_equal(got, logits[0])
+        for name, value in traced.items():
+            np.testing.assert_array_equal(value, trace[name][0], err_msg=name)
+    assert packed.cycles.total < 0.75 * idle.cycles.total
+    with pytest.raises(DoesNotFit, match="pack = 8"):
+        compile_network(model, config, pack=8)
+
+
+def test_cycle_report_gives_dense_and_array_utilization(tmp_path):
+    from pysim.cycles import main
+
+    model = random_int_model("sew", seed=10)
+    report = compile_network(model, ArrayConfig()).cycles
+    rows = {r["layer"]: r for r in report.layers()}
+    assert sum(r["cycles"] for r in rows.values()) + report.unpack + 1 == report.total
+    conv0 = rows["tok.conv0"]  # 5-bit pixels: bit-serial, the array is busier than dense
+    assert conv0["array_utilization"] > 3 * conv0["dense_utilization"]
+    assert any("bit-serial" in why for why in conv0["shortfall"])
+    assert rows["tok.pool"]["dense_utilization"] is None
+    out = tmp_path / "r.json"
+    path, _ = model.save(tmp_path / "m")
+    assert main(["--model", str(path), "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["cycles_per_inference"] == compile_network(model, ArrayConfig()).cycles.total
+    assert {"dense_utilization", "array_utilization"} <= set(data["layers"][0])
