@@ -59,8 +59,9 @@ def check_images(images, size: int = IMAGE_SIZE, channels: int = 1,
     expected shape when the shape is wrong, and when pixels are not integers in 0 .. pixel_max.
     """
     array = np.asarray(images)
-    expected = (f"(B, {size}, {size})" if channels == 1 else "") + \
-        (" or " if channels == 1 else "") + f"(B, {channels}, {size}, {size})"
+    expected = f"(B, {channels}, {size}, {size})"
+    if channels == 1:
+        expected = f"(B, {size}, {size}) or {expected}"
     if array.ndim == 3 and channels == 1:
         array = array[:, None]
     if array.ndim != 4 or array.shape[1:] != (channels, size, size) or array.shape[0] < 1:
