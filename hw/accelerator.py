@@ -233,6 +233,13 @@ class _Core(wiring.Component):
                                   Mux(rtype.matches(isa.REC_WEIGHT, isa.REC_PARAM,
                                                     isa.REC_STEP), 3, 0)))
 
+        limits = isa.field_limits(cfg)
+        out_of_range = Signal()  # the entry completing now holds a field outside `limits`
+
+        def outside(value, name):
+            lo, hi = limits[name]
+            return (value > hi) | (value < lo) if lo else value > hi
+
         def fail(code):
             return [error.eq(code), bad.eq(1), in_body.eq(0), discard.eq(~ld.payload.last)]
 
@@ -315,27 +322,44 @@ class _Core(wiring.Component):
                                 m.d.comb += [g_wr.addr.eq(base), g_wr.en.eq(1 << nent[:6]),
                                              g_wr.data.eq(Cat(*[word[:32]] * NF))]
                                 m.d.comb += done.eq(nent + 1 == NF)
+                                with m.Switch(nent):
+                                    for i, name in enumerate(isa.DESC_FIELDS):
+                                        with m.Case(i):
+                                            m.d.comb += out_of_range.eq(
+                                                outside(word[:32], name))
                             with m.Case(isa.REC_GLOBAL):
                                 word = entry_word(4)
                                 with m.Switch(nent):
-                                    for i, (_, sig) in enumerate(zip(
+                                    for i, (name, sig) in enumerate(zip(
                                             isa.GLOBAL_FIELDS,
                                             (g_n_pixels, g_bits, g_T, g_in_base, g_in_plane,
                                              g_pack),
                                             strict=True)):
                                         with m.Case(i):
                                             m.d.sync += sig.eq(word[:len(sig)])
+                                            bad_pack = 0
+                                            if name == "pack":
+                                                # pack * T (T is loaded before pack) by
+                                                # shift-and-add: at most `lanes`.
+                                                bad_pack = sum(
+                                                    Mux(word[j], g_T << j, 0)
+                                                    for j in range(len(g_pack))) > L
+                                            m.d.comb += out_of_range.eq(
+                                                outside(word[:32], name) | bad_pack)
                                 m.d.comb += done.eq(nent + 1 == len(isa.GLOBAL_FIELDS))
                             with m.Case(isa.REC_COMMIT):
                                 pass
-                    with m.If(rtype == isa.REC_COMMIT):
+                    with m.If(entry_done & out_of_range):
+                        # A field beyond this array's memories or lanes: refuse the program.
+                        m.d.sync += fail(Status.DOES_NOT_FIT)
+                    with m.Elif(rtype == isa.REC_COMMIT):
                         with m.If(idx == isa.COMMIT_BYTES - 1):
                             word = sr_next[96 - 48:]
                             ok = (~bad & (word[16:32] == records) & (word[32:48] == checksum)
                                   & (word[:16] != 0) & (word[:16] <= cfg.program_depth))
                             m.d.sync += [n_passes.eq(word[:16]), ready.eq(ok), bad.eq(0),
                                          records.eq(0), checksum.eq(0), in_body.eq(0)]
-                            with m.If(~ok):
+                            with m.If(~ok & ~bad):  # after a failed record, keep its code
                                 m.d.sync += error.eq(Status.BAD_RECORD)
                         with m.Elif(ld.payload.last):
                             m.d.sync += fail(Status.BAD_RECORD)

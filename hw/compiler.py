@@ -433,6 +433,14 @@ class _Builder:
                         "reduction steps": "step_depth", "passes": "program_depth"}[what]
                 raise DoesNotFit(f"layer {layer}: the program needs {used} {what}, more than "
                                  f"the {limit} the array holds ({name})")
+        # The gateware range-checks every field at load; hold the compiler to the same table.
+        limits = isa.field_limits(cfg)
+        for p in net.passes:
+            for name, value in p.desc.items():
+                lo, hi = limits[name]
+                if not lo <= value <= hi:
+                    raise DoesNotFit(f"layer {p.layer}: descriptor field {name} = {value} is "
+                                     f"outside {lo} .. {hi} on this array")
 
     # -- layer kinds
     def layer_conv(self, layer: Layer):

@@ -79,3 +79,31 @@ MAX_RECORD_ENTRIES = 255
 def word_bytes(lanes: int) -> int:
     """Bytes per activation word in a trace dump (lanes little-endian, lane 0 = bit 0)."""
     return (lanes + 7) // 8
+
+
+def field_limits(config) -> dict:
+    """Allowed (lowest, highest) value of every descriptor and global field on `config`.
+
+    The gateware checks each field as it loads (a value outside -> DOES_NOT_FIT) and the
+    compiler asserts its own output against the same table, so the two cannot disagree.
+    Strides and bases are activation, weight, parameter or step addresses; counters are 16-bit.
+    """
+    act = config.act_depth * config.pe_cols
+    limits = {name: (0, act) for name in DESC_FIELDS}
+    limits.update(
+        op=(0, 1), groups=(1, 0xFFFF), rows=(0, 0xFFFF), rgs=(0, 0xFFFF), cts=(0, 0xFFFF),
+        steps=(0, config.step_depth), step_base=(0, config.step_depth - 1), taps=(1, 9),
+        pad=(0, 1), col_mode=(0, 1), row_mode=(0, 1 if config.pe_rows <= config.pe_cols else 0),
+        out_mode=(0, 3), out_planes=(1, config.acc_bits + 1), mp_h=(0, 0xFFFF),
+        mp_w=(0, 0xFFFF), mp_ho=(0, 0xFFFF), mp_wo=(0, 0xFFFF))
+    for name in ("col_base", "col_g", "col_rg", "col_ct", "row_base", "row_g", "row_rg",
+                 "row_ct", "out_base", "out_g", "out_rg", "out_ct", "out_row", "out_plane",
+                 "dump_base", "band"):
+        limits[name] = (0, act - 1)
+    for name in ("w_base", "w_g", "w_rg"):
+        limits[name] = (0, config.weight_depth - 1)
+    for name in ("par_base", "par_g", "par_rg"):
+        limits[name] = (0, config.param_depth - 1)
+    limits.update(n_pixels=(1, config.input_depth - 1), pixel_bits=(1, 8), T=(1, config.lanes),
+                  in_base=(0, act - 1), in_plane=(0, act - 1), pack=(1, config.lanes))
+    return limits

@@ -1,10 +1,13 @@
 """The accelerator end to end in the Amaranth simulator: logits and every layer's output equal
 the golden model; busy cycles equal the cycle model; malformed loads and inputs are reported."""
 
+import struct
+
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
+from hw import isa
 from hw.accelerator import Accelerator
 from hw.compiler import compile_network
 from hw.config import ArrayConfig
@@ -138,3 +141,69 @@ def test_errors_are_reported_and_clear_recovers():
     assert seen["bad_input"] == Status.BAD_INPUT
     logits, _ = golden.run(model, random_images(model, 1)[0][None])
     np.testing.assert_array_equal(net.decode_result(seen["payload"], False)[0], logits[0])
+
+
+def _patched(net, record_type, field_index, value):
+    """The load image with one 32-bit field of the first record of `record_type` replaced;
+    the commit's checksum is recomputed, so only the range check can refuse it."""
+    recs = net.records()
+    for i, rec in enumerate(recs):
+        if rec[0] == record_type:
+            head = 1 if record_type == isa.REC_GLOBAL else 3
+            at = head + 4 * field_index
+            recs[i] = rec[:at] + struct.pack("<I", value) + rec[at + 4:]
+            break
+    body = recs[:-1]
+    checksum = sum(sum(r) for r in body) & 0xFFFF
+    recs[-1] = struct.pack("<BHHH", isa.REC_COMMIT, len(net.passes), len(body), checksum)
+    return recs
+
+
+CASES = [
+    (isa.REC_GLOBAL, "T", CFG.lanes + 1),  # more time steps than lanes
+    (isa.REC_GLOBAL, "T", 0),
+    (isa.REC_GLOBAL, "pack", 2),  # pack x T = 8 lanes on a 4-lane array
+    (isa.REC_GLOBAL, "n_pixels", CFG.input_depth),  # beyond the input slot
+    (isa.REC_DESC, "w_base", CFG.weight_depth),  # beyond the weight memory
+    (isa.REC_DESC, "out_base", CFG.act_depth * CFG.pe_cols),  # beyond activation memory
+    (isa.REC_DESC, "step_base", CFG.step_depth),
+    (isa.REC_DESC, "taps", 10),
+]
+
+
+def test_load_refuses_fields_beyond_the_array():
+    """Global and descriptor fields are range-checked as they load: DOES_NOT_FIT, and the
+    program's commit is refused (no inference runs on it); the unpatched image loads."""
+    model = random_int_model("iand", seed=2, size=4, dim=4)
+    net = compile_network(model, CFG)
+    seen = []
+
+    async def bench(ctx, dut):
+        for record, field, value in CASES:
+            fields = isa.GLOBAL_FIELDS if record == isa.REC_GLOBAL else isa.DESC_FIELDS
+            recs = _patched(net, record, fields.index(field), value)
+            # the patched record, then the commit (the records between are not needed)
+            bad = next(r for r in recs if r[0] == record)
+            for rec in (bad, recs[-1]):
+                await send(ctx, dut.load, rec)
+            await ctx.tick()
+            seen.append((field, ctx.get(dut.status.error), ctx.get(dut.status.ready)))
+            ctx.set(dut.clear, 1)
+            await ctx.tick()
+            ctx.set(dut.clear, 0)
+        for rec in net.records():
+            await send(ctx, dut.load, rec)
+        await ctx.tick()
+        seen.append(("unpatched", ctx.get(dut.status.error), ctx.get(dut.status.ready)))
+
+    simulate(bench)
+    assert seen[:-1] == [(f, Status.DOES_NOT_FIT, 0) for _, f, _ in CASES]
+    assert seen[-1] == ("unpatched", Status.OK, 1)
+
+
+def test_compiler_output_is_within_the_load_checks():
+    for family in ("sew", "ms"):
+        net = compile_network(random_int_model(family, seed=3, T=2), CFG)
+        limits = isa.field_limits(CFG)
+        for p in net.passes:
+            assert all(limits[f][0] <= v <= limits[f][1] for f, v in p.desc.items())
