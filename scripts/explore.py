@@ -23,8 +23,8 @@ weight width changes resources and Fmax, not cycles (one weight per lane per cyc
 
 Points run in parallel (a process pool on the local cores, or Dask with `--dask`), with a tqdm
 progress bar. Each point's result is cached as JSON under `build/explore/cache/`, keyed by a
-hash of the point, the device, the workloads, the tool versions and the sources of `hw/` and
-`pysim/`, so an interrupted sweep resumes where it stopped. Results: `results.csv`,
+hash of the point, the device, the workloads, the tool versions and the sources of `hw/`,
+`pysim/` and this flow, so an interrupted sweep resumes where it stopped. Results: `results.csv`,
 `results.json`, `results.md` and `pareto.png` (cycles per inference against LUTs, coloured by
 Fmax) in `build/explore/`.
 """
@@ -178,12 +178,14 @@ def tool_versions() -> dict:
 
 
 def source_digest() -> str:
-    """Hash of the sources a result depends on (gateware, compiler, cycle and golden models)."""
+    """Hash of the sources a result depends on (gateware, compiler, cycle and golden models,
+    and the flow itself)."""
     digest = hashlib.sha256()
-    for folder in ("hw", "pysim"):
-        for path in sorted((ROOT / folder).rglob("*.py")):
-            digest.update(path.relative_to(ROOT).as_posix().encode())
-            digest.update(path.read_bytes())
+    paths = [p for folder in ("hw", "pysim") for p in sorted((ROOT / folder).rglob("*.py"))]
+    paths += [ROOT / "scripts" / "explore.py", ROOT / "scripts" / "synth.py"]
+    for path in paths:
+        digest.update(path.relative_to(ROOT).as_posix().encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -220,7 +222,8 @@ def synthesize(config: ArrayConfig, device: str, work: Path) -> dict:
     family = spec["family"]
     work.mkdir(parents=True, exist_ok=True)
     (work / "top.v").write_text(bridge_verilog(config, divisor=16, name="top"))
-    synth = "synth_ice40 -dsp -spram" if family == "ice40" else "synth_ecp5"
+    # -noabc9: see hw/boards/boards.py (a Yosys 0.70 ABC9 assertion on larger arrays).
+    synth = "synth_ice40 -dsp -spram" if family == "ice40" else "synth_ecp5 -noabc9"
     (work / "top.ys").write_text(f"read_verilog top.v\n{synth} -top top\n"
                                  "tee -q -o stat.json stat -json\nwrite_json top.json\n")
     env = _tool_env()

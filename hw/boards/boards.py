@@ -158,6 +158,10 @@ def _orangecrab_leds(platform, m, leds):
     m.d.comb += [rgb.g.o.eq(leds.ready), rgb.b.o.eq(leds.busy), rgb.r.o.eq(leds.error)]
 
 
+#: YoWASP Yosys 0.70's ABC9 flow trips an internal assertion (rtlil.cc: connection widths) in
+#: ABC_OPS_REINTEGRATE on the 4x8x4 array; the classic ABC mapping does not.
+_ECP5_SYNTH = "-noabc9"
+
 BOARDS = {
     "icebreaker": Board(
         name="icebreaker", title="iCEBreaker (iCE40UP5K-SG48)",
@@ -172,6 +176,7 @@ BOARDS = {
         name="ulx3s-85f", title="ULX3S 85F (LFE5U-85F-6BG381C)",
         platform_class=ULX3S_85F_Platform, family="ecp5", clock=("clk25", 25e6),
         baud=1_000_000, request_io=_ulx3s_io, drive_leds=_ulx3s_leds,
+        synth_opts=_ECP5_SYNTH,
         program="openFPGALoader -b ulx3s build/synth/ulx3s-85f/top.bit",
         serial="FTDI FT231X: /dev/ttyUSB0 (Linux), 1 Mbaud 8N1",
         bitstream="top.bit",
@@ -180,7 +185,7 @@ BOARDS = {
         name="orangecrab-25f", title="OrangeCrab r0.2 25F (LFE5U-25F-8MG285C)",
         platform_class=OrangeCrabR0_2_25FPlatform, family="ecp5", clock=("clk", 48e6),
         baud=115_200, request_io=_orangecrab_io, drive_leds=_orangecrab_leds,
-        extra_resources=(_ORANGECRAB_UART,),
+        extra_resources=(_ORANGECRAB_UART,), synth_opts=_ECP5_SYNTH,
         program="hold the button while plugging in (DFU bootloader), then "
                 "dfu-util -D build/synth/orangecrab-25f/top.bit",
         serial="a 3.3 V USB-serial adapter on the Feather header: adapter TX -> pin 0, "
