@@ -69,8 +69,8 @@ DEVICES = {
                    "nextpnr": ["--up5k", "--package", "sg48"]},
 }
 
-DEFAULT_ROWS = (4,)
-DEFAULT_COLS = (4, 8)
+DEFAULT_ROWS = (2, 4)
+DEFAULT_COLS = (4,)
 DEFAULT_LANES = (4, 8)
 DEFAULT_WEIGHT_BITS = (8,)
 DEFAULT_WORKLOADS = ("spikformer", "sdt", "cifar10-spikformer-4-384", "cifar10-sdt-2-512")
@@ -215,6 +215,7 @@ def _run(argv: list[str], cwd: Path, env: dict, log: str) -> None:
 
 def synthesize(config: ArrayConfig, device: str, work: Path) -> dict:
     """Yosys + nextpnr of the board bridge with `config`; cell counts, placed use, Fmax."""
+    from hw.boards.boards import ECP5_LUT_MAPPING
     from hw.boards.bridge import bridge_verilog
     from scripts.synth import parse_pnr_report, parse_yosys_stat
 
@@ -222,9 +223,10 @@ def synthesize(config: ArrayConfig, device: str, work: Path) -> dict:
     family = spec["family"]
     work.mkdir(parents=True, exist_ok=True)
     (work / "top.v").write_text(bridge_verilog(config, divisor=16, name="top"))
-    # -noabc9: see hw/boards/boards.py (a Yosys 0.70 ABC9 assertion on larger arrays).
-    synth = "synth_ice40 -dsp -spram" if family == "ice40" else "synth_ecp5 -noabc9"
-    (work / "top.ys").write_text(f"read_verilog top.v\n{synth} -top top\n"
+    # ECP5: classic ABC for the LUTs, see hw/boards/boards.py (a Yosys 0.70 ABC9 assertion).
+    synth = ("synth_ice40 -dsp -spram -top top" if family == "ice40"
+             else f"synth_ecp5 -top top -run begin:map_luts\n{ECP5_LUT_MAPPING}")
+    (work / "top.ys").write_text(f"read_verilog top.v\n{synth}\n"
                                  "tee -q -o stat.json stat -json\nwrite_json top.json\n")
     env = _tool_env()
     start = time.monotonic()

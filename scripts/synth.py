@@ -209,7 +209,8 @@ def synth_board(board_name: str, *, seed: int = DEFAULT_SEED, out: str | Path = 
     platform = board.platform()
     plan = platform.prepare(
         top, name="top", synth_opts=board.synth_opts,
-        script_after_synth="tee -q -o synth_stat.json stat -json",
+        script_after_synth="; ".join(filter(None, [board.after_synth,
+                                                   "tee -q -o synth_stat.json stat -json"])),
         nextpnr_opts=f"--seed {seed} --report pnr_report.json --timing-allow-fail")
     plan.extract(str(build_dir))
     commands = json.loads((build_dir / "build_top.json").read_text())["commands"]

@@ -53,6 +53,8 @@ class Board:
     extra_resources: tuple = ()
     #: Extra options for yosys' synth_<family> (e.g. "-dsp" for iCE40 SB_MAC16).
     synth_opts: str = ""
+    #: Yosys commands right after synth_<family> (before the statistics are taken).
+    after_synth: str = ""
     #: How to put the bitstream on the board (for the README and the report).
     program: str = ""
     #: How the host reaches the serial port.
@@ -158,9 +160,13 @@ def _orangecrab_leds(platform, m, leds):
     m.d.comb += [rgb.g.o.eq(leds.ready), rgb.b.o.eq(leds.busy), rgb.r.o.eq(leds.error)]
 
 
-#: YoWASP Yosys 0.70's ABC9 flow trips an internal assertion (rtlil.cc: connection widths) in
-#: ABC_OPS_REINTEGRATE on the 4x8x4 array; the classic ABC mapping does not.
-_ECP5_SYNTH = "-noabc9"
+#: YoWASP Yosys 0.70's `synth_ecp5` always maps LUTs with ABC9, which trips an internal assertion
+#: (rtlil.cc, connection widths, in ABC_OPS_REINTEGRATE) on the 4x8x4 array. The ECP5 boards
+#: therefore run `synth_ecp5` up to its LUT mapping, map LUTs with classic ABC, and finish with
+#: its cell mapping (`ECP5_LUT_MAPPING` goes after the first part).
+_ECP5_SYNTH = "-run begin:map_luts"
+ECP5_LUT_MAPPING = ("techmap -map +/lattice/latches_map.v; abc -lut 4 -dress; clean; "
+                    "synth_ecp5 -top top -run map_cells:")
 
 BOARDS = {
     "icebreaker": Board(
@@ -176,7 +182,7 @@ BOARDS = {
         name="ulx3s-85f", title="ULX3S 85F (LFE5U-85F-6BG381C)",
         platform_class=ULX3S_85F_Platform, family="ecp5", clock=("clk25", 25e6),
         baud=1_000_000, request_io=_ulx3s_io, drive_leds=_ulx3s_leds,
-        synth_opts=_ECP5_SYNTH,
+        synth_opts=_ECP5_SYNTH, after_synth=ECP5_LUT_MAPPING,
         program="openFPGALoader -b ulx3s build/synth/ulx3s-85f/top.bit",
         serial="FTDI FT231X: /dev/ttyUSB0 (Linux), 1 Mbaud 8N1",
         bitstream="top.bit",
@@ -186,6 +192,7 @@ BOARDS = {
         platform_class=OrangeCrabR0_2_25FPlatform, family="ecp5", clock=("clk", 48e6),
         baud=115_200, request_io=_orangecrab_io, drive_leds=_orangecrab_leds,
         extra_resources=(_ORANGECRAB_UART,), synth_opts=_ECP5_SYNTH,
+        after_synth=ECP5_LUT_MAPPING,
         program="hold the button while plugging in (DFU bootloader), then "
                 "dfu-util -D build/synth/orangecrab-25f/top.bit",
         serial="a 3.3 V USB-serial adapter on the Feather header: adapter TX -> pin 0, "
