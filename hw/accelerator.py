@@ -209,7 +209,8 @@ class _Core(wiring.Component):
         nent = Signal(16)  # entries completed
         count = Signal(8)
         base = Signal(16)
-        sr = Signal(96)
+        SRW = max(96, 8 * R)  # the widest entry: a step (11 bytes) or a weight word (R bytes)
+        sr = Signal(SRW)
         records = Signal(16)
         checksum = Signal(16)
         bad = Signal()
@@ -244,7 +245,26 @@ class _Core(wiring.Component):
             return [error.eq(code), bad.eq(1), in_body.eq(0), discard.eq(~ld.payload.last)]
 
         def entry_word(size):
-            return (sr_next >> (96 - 8 * size))
+            return sr_next[SRW - 8 * size:]
+
+        # Range check of the 32-bit field completing at this byte (descriptor or global
+        # record), against `isa.field_limits`; decoded once, outside the parser's branches.
+        field = entry_word(4)[:32]
+        desc_bad = Signal()
+        glob_bad = Signal()
+        with m.Switch(nent[:6]):
+            for i, name in enumerate(isa.DESC_FIELDS):
+                with m.Case(i):
+                    m.d.comb += desc_bad.eq(outside(field, name))
+        # pack * T (T is loaded before pack) by shift-and-add: at most `lanes`.
+        pack_lanes = sum(Mux(field[j], g_T << j, 0) for j in range(len(g_pack)))
+        with m.Switch(nent[:3]):
+            for i, name in enumerate(isa.GLOBAL_FIELDS):
+                with m.Case(i):
+                    m.d.comb += glob_bad.eq(outside(field, name)
+                                            | ((pack_lanes > L) if name == "pack" else 0))
+        m.d.comb += out_of_range.eq(Mux(rtype == isa.REC_DESC, desc_bad,
+                                        (rtype == isa.REC_GLOBAL) & glob_bad))
 
         with m.If(ld.valid & ld.ready):
             with m.If(discard):
@@ -322,30 +342,16 @@ class _Core(wiring.Component):
                                 m.d.comb += [g_wr.addr.eq(base), g_wr.en.eq(1 << nent[:6]),
                                              g_wr.data.eq(Cat(*[word[:32]] * NF))]
                                 m.d.comb += done.eq(nent + 1 == NF)
-                                with m.Switch(nent):
-                                    for i, name in enumerate(isa.DESC_FIELDS):
-                                        with m.Case(i):
-                                            m.d.comb += out_of_range.eq(
-                                                outside(word[:32], name))
                             with m.Case(isa.REC_GLOBAL):
                                 word = entry_word(4)
                                 with m.Switch(nent):
-                                    for i, (name, sig) in enumerate(zip(
+                                    for i, (_, sig) in enumerate(zip(
                                             isa.GLOBAL_FIELDS,
                                             (g_n_pixels, g_bits, g_T, g_in_base, g_in_plane,
                                              g_pack),
                                             strict=True)):
                                         with m.Case(i):
                                             m.d.sync += sig.eq(word[:len(sig)])
-                                            bad_pack = 0
-                                            if name == "pack":
-                                                # pack * T (T is loaded before pack) by
-                                                # shift-and-add: at most `lanes`.
-                                                bad_pack = sum(
-                                                    Mux(word[j], g_T << j, 0)
-                                                    for j in range(len(g_pack))) > L
-                                            m.d.comb += out_of_range.eq(
-                                                outside(word[:32], name) | bad_pack)
                                 m.d.comb += done.eq(nent + 1 == len(isa.GLOBAL_FIELDS))
                             with m.Case(isa.REC_COMMIT):
                                 pass
@@ -354,7 +360,7 @@ class _Core(wiring.Component):
                         m.d.sync += fail(Status.DOES_NOT_FIT)
                     with m.Elif(rtype == isa.REC_COMMIT):
                         with m.If(idx == isa.COMMIT_BYTES - 1):
-                            word = sr_next[96 - 48:]
+                            word = sr_next[SRW - 48:]
                             ok = (~bad & (word[16:32] == records) & (word[32:48] == checksum)
                                   & (word[:16] != 0) & (word[:16] <= cfg.program_depth))
                             m.d.sync += [n_passes.eq(word[:16]), ready.eq(ok), bad.eq(0),
@@ -604,7 +610,13 @@ class _Core(wiring.Component):
             m.d.comb += p_rd.addr.eq(dr.par_t)
         bias = p_rd.data[:A].as_signed()
         thr = p_rd.data[A:].as_signed()
-        shadow_row = pe.shadow[dr_row[:max(1, (R - 1).bit_length())] if R > 1 else 0]
+        # The drained row of the shadow accumulators: an explicit R-way mux (indexing the
+        # array by a signal would build one all-to-all part-select, slow to elaborate).
+        shadow_row = Signal(pe.shadow.shape().elem_shape, name="shadow_row")
+        with m.Switch(dr_row):
+            for r in range(R):
+                with m.Case(r):
+                    m.d.comb += shadow_row.eq(pe.shadow[r])
         out_words = Signal(data.ArrayLayout(L, C))
         head = d["out_mode"] == isa.OUT_HEAD
         raw = d["out_mode"] == isa.OUT_RAW
