@@ -131,6 +131,11 @@ class _Core(wiring.Component):
         x_rd, x_wr = pix.read_port(), pix.write_port()
 
         # Run access helpers: a run of C words at flat address `addr`.
+        def wraps(b, lo):
+            """Bank b's word of a run starting at bank `lo` lies one bank row further on when
+            b < lo (never for the last bank: no constant comparison is emitted)."""
+            return Const(b, LC + 1) < lo if b < C - 1 else 0
+
         def run_read(port_index, addr, adjust=None):
             """Read the run of C words at `addr`; `adjust[c]` (signed, in bank words) moves
             column c's word by whole bank rows (edge reads `band` words away)."""
@@ -144,7 +149,7 @@ class _Core(wiring.Component):
                         for c in range(C):
                             with m.Case(c):
                                 m.d.comb += extra.eq(adjust[c])
-                stmts.append(banks[b][port_index].addr.eq(hi + (Const(b, LC + 1) < lo) + extra))
+                stmts.append(banks[b][port_index].addr.eq(hi + wraps(b, lo) + extra))
             return stmts
 
         def rotate(port_index, lo):
@@ -172,7 +177,7 @@ class _Core(wiring.Component):
             if LC:
                 m.d.comb += col.eq(b - wr_lo)
             port = banks[b][2]
-            m.d.comb += port.addr.eq(wr_hi + (Const(b, LC + 1) < wr_lo))
+            m.d.comb += port.addr.eq(wr_hi + wraps(b, wr_lo))
             with m.Switch(col):
                 for c in range(C):
                     with m.Case(c):
@@ -772,8 +777,11 @@ class _Core(wiring.Component):
                     m.next = "UNPACK_WRITE"
             with m.State("UNPACK_WRITE"):
                 m.d.comb += x_rd.addr.eq(Cat((up_i + 1)[:IAW], rslot))
-                m.d.comb += [wr_addr.eq(up_plane_addr), wr_words[0].eq(up_planes[up_b[:3]]),
-                             wr_en.eq(1)]
+                m.d.comb += [wr_addr.eq(up_plane_addr), wr_en.eq(1)]
+                with m.Switch(up_b[:3]):
+                    for b in range(8):
+                        with m.Case(b):
+                            m.d.comb += wr_words[0].eq(up_planes[b])
                 m.d.sync += [up_b.eq(up_b + 1), up_plane_addr.eq(up_plane_addr + g_in_plane)]
                 with m.If(up_b == g_bits - 1):
                     m.d.sync += [up_addr.eq(up_addr + 1), up_g.eq(0), up_gmask.eq(lane_group)]
