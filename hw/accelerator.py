@@ -7,14 +7,23 @@ Data path of an array pass (one reduction step per cycle, three pipeline stages)
 
     stage 0  loop counters (group > row group > column tile > step > tap); step memory address
     stage 1  step word -> activation run-read addresses (port A: columns, port B: rows),
-             weight address; column masks (grid end, 3x3 zero padding)
-    stage 2  bank rotation, masks, PE array accumulate; the tile's last step loads the shadow
+             weight address; column masks (grid end, 3x3 zero padding) and edge reads (a 3x3
+             window crossing into the next lane group's band reads the word `band` away)
+    stage 2  bank rotation, edge lane shifts, row-operand lane-group rotation (attention across
+             bands), lane masks, PE array accumulate; a tile's last step loads the shadow
     drain    one row (all columns) per cycle through `pe_cols` LIF units, or one bit-plane per
              cycle for raw integer outputs, or a logit per row for the head; writes one run of
              `pe_cols` words per cycle while the next tile accumulates
 
 Activation memory: `pe_cols` banks of `lanes`-bit words interleaved by address; a run of
-`pe_cols` consecutive words at any address is read or written in one cycle.
+`pe_cols` consecutive words at any address is read or written in one cycle. A word holds
+`pack = lanes / T` lane groups (other positions of the same channel) when T < lanes, so the
+spare lanes do useful work; the LIF units restart the membrane at each group's first lane.
+
+Loading: every record is checked as it arrives: malformed -> BAD_RECORD; an address beyond a
+memory, or a global/descriptor field outside `isa.field_limits` (T above the lanes, a base
+beyond a memory, ...) -> DOES_NOT_FIT; the commit of such a program is refused. A descriptor
+sits in one wide program word and loads in two cycles.
 
 Latency: `pysim.cycles.cycle_report` gives the cycles of an inference exactly (busy cycles).
 Throughput: `pe_rows * pe_cols * lanes` AND/accumulate lane operations per cycle on conv and

@@ -12,9 +12,19 @@ Every layer becomes one or more passes (see `hw/isa.py`):
 | head | a 1x1 pass whose drain sums columns and lanes into logits |
 
 Multi-bit inputs (pixels, SEW sums, membrane-shortcut streams) are bit-planes; a step over plane
-b shifts the weight by b (negated for the sign plane of an int tensor). The compiler proves from
-the weights and the declared tensor ranges that no accumulator can overflow, and raises
-`DoesNotFit` naming the layer and the limit otherwise.
+b shifts the weight by b (negated for the sign plane of an int tensor).
+
+When T < lanes, `pack` lane groups share a word (positions `p + g * band`): every pass then
+covers `positions / pack` words per channel-plane, a 3x3 window crossing a band edge reads the
+neighbouring band (edge reads), and attention sums over all `pack` rotations of the row
+operand's lane groups so that tokens of different bands meet.
+
+Activation memory is allocated best-fit by liveness; multi-plane streams from the top. A
+residual sum is written in place over an operand that dies with it (the tensor was allocated
+at the sum's size), which is what lets the membrane-shortcut models fit the default config.
+
+The compiler proves from the weights and the declared tensor ranges that no accumulator can
+overflow, and raises `DoesNotFit` naming the layer and the limit otherwise.
 """
 
 from __future__ import annotations

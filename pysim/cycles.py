@@ -16,8 +16,16 @@ tracing off and the results stream always ready (tests/test_hw_accelerator.py ch
   - max-pool pass: 9 cycles per output word plus a 2-cycle tail;
 - 1 cycle to return to idle.
 
-Utilization = useful lane-operations / (pe_rows * pe_cols * lanes * cycles), where a conv or
-linear layer's useful operations are its dense count `Cout * Cin * k * k * H * W * T`.
+Utilization is reported two ways per layer (`CycleReport.layers`, `CycleReport.table`):
+dense = synaptic MACs `Cout * Cin * k * k * H * W * T` / (pe_rows * pe_cols * lanes * cycles),
+and array = lane-operations on real input bit-planes (zero padding excluded) / the same
+capacity, so a bit-serial layer (pixels, SEW sums read as bit-planes) is explained honestly;
+each layer below 85% dense lists why (bit-planes, unused rows/columns/lanes, drain-bound raw
+outputs, pass overhead).
+
+    python -m pysim.cycles --model checkpoints/X.json [--config hw/configs/J.json]
+
+prints the table and writes `build/cycles/<model>-<config>.json`.
 """
 
 from __future__ import annotations
