@@ -93,14 +93,14 @@ def run_lif(config, cases):
     got = []
 
     async def bench(ctx):
-        for x, bias, thr, T, step in cases:
+        for x, bias, thr, T, step, *pack in cases:
             for lane, value in enumerate(x):
                 ctx.set(dut.x[lane], int(value))
             ctx.set(dut.bias, bias)
             ctx.set(dut.threshold, thr)
-            valid, _ = lane_masks(T, 1, config.lanes)
+            valid, _ = lane_masks(T, pack[0] if pack else 1, config.lanes)
             ctx.set(dut.valid, valid)
-            ctx.set(dut.start, 1)
+            ctx.set(dut.start, sum(1 << t for t in range(0, config.lanes, T)))
             ctx.set(dut.step, step)
             await ctx.delay(1e-7)
             got.append([(ctx.get(dut.spikes) >> t) & 1 for t in range(config.lanes)])
@@ -137,3 +137,23 @@ def test_lif_unit_corners_and_random():
     assert list(got[0]) == [1, 1, 1, 1]
     assert list(got[1]) == [1, 0, 0, 0] and list(got[2]) == [0, 0, 0, 0]
     assert list(got[6]) == [1, 0, 0, 0]
+
+
+def test_lif_unit_lane_groups():
+    """T < lanes: two groups of T = 2 (other positions) restart the membrane at lane 2."""
+    L = CFG.lanes
+    cases = [([8, 8, 8, 8], 0, 16 << (L - 1), 2, 0, 2),  # each group: 0, 1 (no carry over)
+             ([0, 40, 0, 40], 0, 16 << (L - 1), 2, 0, 2),
+             ([9, 9, 9, 9], 0, 4 << L, 1, 0, 4),  # T = 1: every lane is its own group
+             ([9, 9, 9, 9], 0, 4 << L, 1, 0, 2)]  # pack 2 of a possible 4: lanes 2, 3 idle
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        T = int(rng.choice([1, 2]))
+        cases.append((list(rng.integers(-300, 300, L)), int(rng.integers(-50, 50)),
+                      int(rng.integers(1, 3000)), T, int(rng.integers(0, 2)), L // T))
+    got = run_lif(CFG, cases)
+    for (x, bias, thr, T, step, pack), spikes in zip(cases, got, strict=True):
+        want = lif_unit(np.array(x), bias, thr, T, L, CFG.membrane_bits, bool(step), pack)
+        np.testing.assert_array_equal(spikes, want, err_msg=str((x, bias, thr, T, pack)))
+    assert list(got[0]) == list(got[0][2:]) * 2  # the second group repeats the first
+    assert list(got[3][2:]) == [0, 0]
