@@ -12,7 +12,6 @@ the run short; the board uses 12 at 12 MHz (1 Mbaud).
 import os
 import select
 import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -78,12 +77,10 @@ if "COCOTB_TEST_MODULES" in os.environ:
             server.close()
 
 
-def _build(config) -> Path:
+def _build(config):
     """Verilate the bridge (only its ports public) into build/cosim/uart_bridge_<name>/."""
-    import cocotb_tools.config
-
     from hw.boards.bridge import bridge_verilog
-    from tb.session import verilator_on_path
+    from tb.runner import WARNING_FLAGS, VerilatorRunner, verilator_on_path
 
     verilator_on_path()
     directory = ROOT / "build" / "cosim" / f"{TOP}_{config.name}"
@@ -93,27 +90,15 @@ def _build(config) -> Path:
     text = bridge_verilog(config, DIVISOR, name=TOP)
     if not verilog.exists() or verilog.read_text() != text:
         verilog.write_text(text)
-    control = directory / "public.vlt"
-    control.write_text(f'`verilator_config\npublic_flat_rw -module "{TOP}" -var "*"\n')
-    libs = cocotb_tools.config.libs_dir
-    main_cpp = cocotb_tools.config.share_dir / "lib" / "verilator" / "verilator.cpp"
-    with open(directory / "build.log", "w") as log:
-        for cmd in (["verilator", "-cc", "--exe", "-Mdir", str(sim_dir), "--top-module", TOP,
-                     "--vpi", "--prefix", "Vtop", "-o", TOP,
-                     "-LDFLAGS", f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator",
-                     "-Wno-fatal", "-Wno-lint", "-Wno-style", "--timescale", "1ns/1ps",
-                     str(control), str(main_cpp), str(verilog)],
-                    ["make", "-j", "2", "-C", str(sim_dir), "-f", "Vtop.mk",
-                     "CFG_CXXFLAGS_PCH_I=-include"]):
-            subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True)
-    return sim_dir
+    runner = VerilatorRunner()
+    runner.build(sources=[verilog], hdl_toplevel=TOP, build_dir=sim_dir,
+                 build_args=WARNING_FLAGS, timescale=("1ns", "1ps"))
+    return runner, sim_dir
 
 
-def _serve(sim_dir: Path, socket_path: str, errors: list):
-    from cocotb_tools.runner import get_runner
-
+def _serve(runner, sim_dir: Path, socket_path: str, errors: list):
     try:
-        get_runner("verilator").test(
+        runner.test(
             test_module="test_uart_bridge", hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
             build_dir=sim_dir, test_dir=sim_dir, seed=1,
             extra_env={"BRIDGE_SOCKET": socket_path,
@@ -139,11 +124,11 @@ def test_icebreaker_bridge_bit_exact_over_uart():
     images = random_images(model, 2, seed=5)
     expected, _ = golden.run(model, images, record=False)
 
-    sim_dir = _build(config)
+    runner, sim_dir = _build(config)
     tmp = tempfile.mkdtemp(prefix="uartbridge-")
     path = os.path.join(tmp, "line.sock")
     errors: list = []
-    thread = threading.Thread(target=_serve, args=(sim_dir, path, errors), daemon=True)
+    thread = threading.Thread(target=_serve, args=(runner, sim_dir, path, errors), daemon=True)
     thread.start()
     transport = SocketTransport(path, connect_timeout=120)
     start = time.monotonic()
