@@ -63,8 +63,7 @@ def simulate(bench, config=CFG):
     sim.run()
 
 
-@pytest.mark.parametrize("family, T", [("iand", 4), ("sew", 2), ("ms", 4), ("ms", 2),
-                                       ("sdsa", 1)])
+@pytest.mark.parametrize("family, T", [("iand", 2), ("sew", 4), ("ms", 4), ("sdsa", 1)])
 def test_end_to_end_equals_golden_and_cycle_model(family, T):
     """T < lanes packs lanes / T positions per word (pack 2 at T = 2, pack 4 at T = 1)."""
     model = random_int_model(family, seed=1, size=8, dim=4, T=T)
