@@ -20,7 +20,7 @@ Cost: `2 * pe_rows * pe_cols * lanes` registers of `acc_bits` (working + shadow)
 `acc_bits` adders, `pe_rows` barrel shifters of `weight_bits` by 0 .. 15; no multipliers.
 """
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -54,6 +54,8 @@ class PeArray(wiring.Component):
         cfg = self.config
         R, C, L, A = cfg.pe_rows, cfg.pe_cols, cfg.lanes, cfg.acc_bits
         acc = Signal(acc_layout(cfg))
+        nxt = Signal(acc_layout(cfg))
+        lanes = []
         for r in range(R):
             # One shifted, signed weight per row, shared by every column and lane.
             shifted = Signal(signed(A), name=f"w{r}")
@@ -64,10 +66,12 @@ class PeArray(wiring.Component):
                 for lane in range(L):
                     gate = self.rowop[r][lane] & self.colop[c][lane]
                     base = Mux(self.first, 0, acc[r][c][lane])
-                    nxt = Signal(signed(A), name=f"n{r}_{c}_{lane}")
-                    m.d.comb += nxt.eq(base + Mux(gate, term, 0))
-                    with m.If(self.valid):
-                        m.d.sync += acc[r][c][lane].eq(nxt)
-                        with m.If(self.last):
-                            m.d.sync += self.shadow[r][c][lane].eq(nxt)
+                    lanes.append((base + Mux(gate, term, 0))[:A])
+        # The whole array in three statements (one per lane would make elaboration of large
+        # arrays slow); the logic is the same: R x C x L adders, working and shadow registers.
+        m.d.comb += nxt.eq(Cat(*lanes))
+        with m.If(self.valid):
+            m.d.sync += acc.eq(nxt)
+            with m.If(self.last):
+                m.d.sync += self.shadow.eq(nxt)
         return m

@@ -18,8 +18,8 @@ from hw.top import generate
 ROOT = Path(__file__).resolve().parents[1]
 WAIVED = {"CASEINCOMPLETE", "PROCASSINIT", "UNUSEDSIGNAL", "WIDTHEXPAND", "WIDTHTRUNC",
           "DECLFILENAME"}
-#: Seconds generation may take on a loaded 2-core machine (measured: 3 / 6 / 52 s of CPU).
-BUDGET = {"small": 60, "default": 90, "large": 300}
+#: CPU seconds generation may take (measured: 2.4 / 6 / 25 s on this 2-core machine).
+BUDGET = {"small": 30, "default": 60, "large": 150}
 
 
 def lint(path: Path, *extra: str) -> subprocess.CompletedProcess:
