@@ -220,8 +220,9 @@ class Executor:
                         rw = rotate_groups(rw, rot[None, :, None], used)
                         acc = np.einsum("kr,bkrl,bkcl->brcl", weights, lane_bits(rw, L), colops)
                     else:
+                        batch = (len(self.mem),) + colops.shape[-3:]
                         acc = np.einsum("kr,bkcl->brcl", weights,
-                                        np.broadcast_to(colops, (len(self.mem),) + colops.shape[-3:]))
+                                        np.broadcast_to(colops, batch))
                     # The compiler proves no accumulator wraps, so one wrap at the end equals
                     # the RTL's wrap after every addition (modular arithmetic).
                     acc = wrap(acc, cfg.acc_bits)
