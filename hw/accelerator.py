@@ -44,6 +44,8 @@ from .pe import PeArray
 from .status import Status
 
 BYTE_STREAM = stream.Signature(data.StructLayout({"data": 8, "last": 1}))
+#: The core's status output (also read by the host link).
+STATUS_LAYOUT = data.StructLayout({"ready": 1, "busy": 1, "error": 8})
 
 
 def _log2(n: int) -> int:
@@ -70,7 +72,7 @@ class Accelerator(wiring.Component):
             "load": In(BYTE_STREAM),
             "tokens": In(BYTE_STREAM),
             "results": Out(BYTE_STREAM),
-            "status": Out(data.StructLayout({"ready": 1, "busy": 1, "error": 8})),
+            "status": Out(STATUS_LAYOUT),
             "clear": In(1),
         })
 
@@ -92,7 +94,7 @@ class _Core(wiring.Component):
             "load": In(BYTE_STREAM),
             "tokens": In(BYTE_STREAM),
             "results": Out(BYTE_STREAM),
-            "status": Out(data.StructLayout({"ready": 1, "busy": 1, "error": 8})),
+            "status": Out(STATUS_LAYOUT),
         })
 
     def elaborate(self, platform):

@@ -19,13 +19,14 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from firmware.protocol import LINK_VERSION, RESPONSE, SOF, STATUS_BYTES, Command
+from hw.accelerator import STATUS_LAYOUT
 from hw.config import ArrayConfig
 from hw.status import Status
 
 #: Layout of the core's three byte streams (the `last` bit marks the end of a record or input).
 BYTE_LAST = data.StructLayout({"data": 8, "last": 1})
 #: Layout of the core's status output.
-CORE_STATUS = data.StructLayout({"ready": 1, "busy": 1, "error": 8})
+CORE_STATUS = STATUS_LAYOUT
 
 
 def core_signature() -> wiring.Signature:
