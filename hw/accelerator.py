@@ -127,7 +127,8 @@ class _Core(wiring.Component):
         LR = max(1, (L - 1).bit_length())  # bits of a lane rotation amount
         step_layout = data.StructLayout({"col": unsigned(AW), "row": unsigned(AW),
                                          "w": unsigned(WAW), "shift": 4, "neg": 1,
-                                         "rot": unsigned(LR)})
+                                         "rot": unsigned(LR), "pair": 1, "shift2": 4,
+                                         "neg2": 1})
         smem = Memory(shape=step_layout, depth=cfg.step_depth, init=[])
         # One program word holds a whole descriptor (a 32-bit lane per field, written field by
         # field), so a pass's descriptor loads in one read instead of one per field.
@@ -225,7 +226,7 @@ class _Core(wiring.Component):
         nent = Signal(16)  # entries completed
         count = Signal(8)
         base = Signal(16)
-        SRW = max(96, 8 * R)  # the widest entry: a step (11 bytes) or a weight word (R bytes)
+        SRW = max(96, 8 * R)  # the widest entry: a step (12 bytes) or a weight word (R bytes)
         sr = Signal(SRW)
         records = Signal(16)
         checksum = Signal(16)
@@ -351,7 +352,9 @@ class _Core(wiring.Component):
                                                               word[64:64 + WAW], word[80:84],
                                                               word[87],
                                                               word[32 + isa.ROT_SHIFT:
-                                                                   32 + isa.ROT_SHIFT + LR]))]
+                                                                   32 + isa.ROT_SHIFT + LR],
+                                                              word[95], word[88:92],
+                                                              word[92]))]
                                 m.d.comb += done.eq(nent + 1 == count)
                             with m.Case(isa.REC_DESC):
                                 word = entry_word(4)
@@ -462,7 +465,8 @@ class _Core(wiring.Component):
             "col_t": AW, "row_t": AW, "w_t": WAW, "p0": AW + 1, "par_t": PAW, "out_t": AW,
             "rows_left": signed(18), "first_ct": 1, "last_ct": 1, "final": 1}))
         s2 = Signal(data.StructLayout({
-            "valid": 1, "first": 1, "last": 1, "shift": 4, "neg": 1, "col_lo": max(LC, 1),
+            "valid": 1, "first": 1, "last": 1, "shift": 4, "neg": 1, "pair": 1, "shift2": 4,
+            "neg2": 1, "col_lo": max(LC, 1),
             "row_lo": max(LC, 1), "onehot": max(LC, 1), "mask": C, "valid_cols": C,
             "up": C, "dn": C, "rot": LR,
             "p0": AW + 1,
@@ -534,8 +538,9 @@ class _Core(wiring.Component):
         step = s_rd.data
         col_addr = Signal(AW)
         row_addr = Signal(AW)
+        # A paired step's second run follows the column run through the taps.
         m.d.comb += [col_addr.eq(s1.col_t + step.col + s1.tap_off),
-                     row_addr.eq(s1.row_t + step.row),
+                     row_addr.eq(s1.row_t + step.row + Mux(step.pair, s1.tap_off, 0)),
                      w_rd.addr.eq(s1.w_t + step.w + s1.tap)]
         dump_addr = Signal(AW)
         mp_addr = Signal(AW)
@@ -555,7 +560,7 @@ class _Core(wiring.Component):
         with m.If(dump_active):
             m.d.comb += run_read(1, dump_addr)
         with m.Else():
-            m.d.comb += run_read(1, row_addr)
+            m.d.comb += run_read(1, row_addr, adjust)
         mask = Signal(C)
         valid_cols = Signal(C)
         wmask = d["width"] - 1
@@ -572,7 +577,9 @@ class _Core(wiring.Component):
         with m.If(s1.valid):
             m.d.sync += [
                 s2.first.eq(s1.first), s2.last.eq(s1.last), s2.shift.eq(step.shift),
-                s2.neg.eq(step.neg), s2.col_lo.eq(col_addr[:LC] if LC else 0),
+                s2.neg.eq(step.neg), s2.pair.eq(step.pair & (d["row_mode"] == isa.ROW_ONES)),
+                s2.shift2.eq(step.shift2), s2.neg2.eq(step.neg2),
+                s2.col_lo.eq(col_addr[:LC] if LC else 0),
                 s2.row_lo.eq(row_addr[:LC] if LC else 0), s2.onehot.eq(step.col[:max(LC, 1)]),
                 s2.mask.eq(mask), s2.valid_cols.eq(valid_cols), s2.p0.eq(s1.p0),
                 s2.up.eq(up), s2.dn.eq(dn), s2.rot.eq(step.rot),
@@ -590,6 +597,9 @@ class _Core(wiring.Component):
             edge = Mux(s2.up[c], colw[c] << g_T, Mux(s2.dn[c], colw[c] >> g_T, colw[c]))
             word = Mux(d["col_mode"][0], onehot, edge)
             m.d.comb += pe.colop[c].eq(Mux(s2.mask[c], word, 0) & lane_valid)
+            # A paired step's second operand: port B's run, with the same edges and masks.
+            edge2 = Mux(s2.up[c], roww[c] << g_T, Mux(s2.dn[c], roww[c] >> g_T, roww[c]))
+            m.d.comb += pe.colop2[c].eq(Mux(s2.pair & s2.mask[c], edge2, 0) & lane_valid)
         back = Signal(range(L * L + 1))
         m.d.comb += back.eq(used - s2.rot)
         for r in range(R):
@@ -600,7 +610,8 @@ class _Core(wiring.Component):
             m.d.comb += pe.rowop[r].eq(Mux(d["row_mode"][0], rw, ones))
             m.d.comb += pe.weight[r].eq(w_rd.data[r * WB:(r + 1) * WB])
         m.d.comb += [pe.valid.eq(s2.valid), pe.first.eq(s2.first), pe.last.eq(s2.last),
-                     pe.shift.eq(s2.shift), pe.neg.eq(s2.neg)]
+                     pe.shift.eq(s2.shift), pe.neg.eq(s2.neg), pe.shift2.eq(s2.shift2),
+                     pe.neg2.eq(s2.neg2)]
 
         # ---- drain -----------------------------------------------------------------------------
         dr = Signal(data.StructLayout({

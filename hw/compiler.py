@@ -57,7 +57,7 @@ class Pass:
     """One descriptor plus its reduction steps and parameters (before address assignment)."""
     layer: str
     desc: dict
-    steps: list  #: (col_off, row_off, w_off, shift, neg)
+    steps: list  #: `isa.STEP_FIELDS` values: (col_off, row_off, w_off, shift, neg, pair, ...)
     params: list  #: (bias, threshold) per parameter entry
     weights: list = field(default_factory=list)  #: pe_rows-long integer lists
     #: dense lane-operations the pass performs usefully (conv/linear: Cout*Cin*k*k*P*T)
@@ -116,10 +116,12 @@ class _Allocator:
 class CompiledNetwork:
     """The load image and the host-side codecs of one model on one configuration."""
 
-    def __init__(self, model: IntModel, config: ArrayConfig, pack: int | None = None):
+    def __init__(self, model: IntModel, config: ArrayConfig, pack: int | None = None,
+                 pair: bool = True):
         self.model = model
         self.config = config
         self.requested_pack = pack
+        self.pair = pair
         self.passes: list[Pass] = []
         self.weights: list[list[int]] = []
         self.params: list[tuple[int, int]] = []
@@ -152,8 +154,9 @@ class CompiledNetwork:
             recs.append(struct.pack("<BHB", isa.REC_PARAM, start, len(chunk)) + body)
         for start in range(0, len(self.steps), n):
             chunk = self.steps[start:start + n]
-            body = b"".join(struct.pack("<iiHB", c, r, w, s | (neg << 7))
-                            for c, r, w, s, neg in chunk)
+            body = b"".join(struct.pack("<iiHBB", c, r, w, s | (neg << 7),
+                                        s2 | (neg2 << 4) | (pair << 7))
+                            for c, r, w, s, neg, pair, s2, neg2 in chunk)
             recs.append(struct.pack("<BHB", isa.REC_STEP, start, len(chunk)) + body)
         for index, p in enumerate(self.passes):
             recs.append(struct.pack("<BH", isa.REC_DESC, index) + b"".join(
@@ -260,12 +263,14 @@ class CompiledNetwork:
 
 
 def compile_network(model: IntModel, config: ArrayConfig, *,
-                    pack: int | None = None) -> CompiledNetwork:
+                    pack: int | None = None, pair: bool = True) -> CompiledNetwork:
     """Compile `model` for `config`; raises `DoesNotFit` naming the layer and the limit.
 
     `pack` (lane groups per word) defaults to the most the lanes and grids allow; pass 1 to
-    leave the spare lanes idle when T < lanes (for comparisons)."""
-    return CompiledNetwork(model, config, pack)
+    leave the spare lanes idle when T < lanes (for comparisons). `pair` (default) issues two
+    bit-planes or operands per reduction step where a layer has them (multi-bit inputs,
+    elementwise sums); `pair=False` issues one per step (for comparisons)."""
+    return CompiledNetwork(model, config, pack, pair)
 
 
 # ---- the pass builder --------------------------------------------------------------------------
@@ -365,9 +370,33 @@ class _Builder:
         d["cts"] = _ceil(d["cols"], self.C) if d["op"] == isa.OP_ARRAY else 0
         return d
 
+    def paired(self, ops, desc: dict) -> list[tuple]:
+        """Reduction steps from single-operand ops (col_off, w_off, shift, neg): two ops of the
+        same weight word share one paired step (the second read through the row port, whose
+        run then follows the column run: the row strides copy the column strides)."""
+        if not self.net.pair or desc["row_mode"] != isa.ROW_ONES \
+                or desc["col_mode"] != isa.COL_RUN:
+            return [(c, 0, w, s, n) for c, w, s, n in ops]
+        steps, i = [], 0
+        while i < len(ops):
+            c, w, s, n = ops[i]
+            if i + 1 < len(ops) and ops[i + 1][1] == w:
+                c2, _, s2, n2 = ops[i + 1]
+                steps.append((c, c2, w, s, n, 1, s2, n2))
+                i += 2
+            else:
+                steps.append((c, 0, w, s, n))
+                i += 1
+        if len(steps) < len(ops):
+            desc.update(row_base=desc["col_base"], row_g=desc["col_g"], row_rg=desc["col_rg"],
+                        row_ct=desc["col_ct"])
+        desc["steps"] = len(steps)
+        return steps
+
     def add_pass(self, layer: Layer, desc: dict, steps, params, weights=(), useful=0,
                  dump=None, array_ops=0, in_planes=1):
-        self.net.passes.append(Pass(layer.name, desc, list(steps), list(params),
+        steps = [tuple(s) + (0,) * (isa.STEP_FIELDS - len(s)) for s in steps]
+        self.net.passes.append(Pass(layer.name, desc, steps, list(params),
                                     [list(w) for w in weights], useful, dump, array_ops,
                                     in_planes))
 
@@ -471,8 +500,7 @@ class _Builder:
         self.check_acc(layer.name, bound)
         src, _ = self.net.tensors[layer.inputs[0]]
         dst = self.new_tensor(layer.output, out, layer.name)
-        steps = [((b * cin + ch) * P, 0, ch * taps, b, 0)
-                 for ch in range(cin) for b in range(planes)]
+        ops = [((b * cin + ch) * P, ch * taps, b, 0) for ch in range(cin) for b in range(planes)]
         weights = []
         for rg in range(_ceil(cout, self.R)):
             for ch in range(cin):
@@ -487,12 +515,13 @@ class _Builder:
         else:
             params = [(int(b), 0) for b in bias]
             mode, oplanes = isa.OUT_RAW, out.bits
-        d = self.desc(rows=cout, cols=P, steps=len(steps), taps=taps, pad=int(k == 3),
+        d = self.desc(rows=cout, cols=P, steps=len(ops), taps=taps, pad=int(k == 3),
                       width=W, lastrow=P - W, band=P if self.k > 1 else 0, out_mode=mode,
                       out_planes=oplanes,
                       col_base=src, w_rg=cin * taps, out_base=dst, out_rg=self.R * P,
                       out_row=P, out_plane=cout * P,
                       dump_base=dst, dump_words=self.tensor_words(out))
+        steps = self.paired(ops, d)
         self.add_pass(layer, d, steps, params, weights,
                       useful=cout * cin * taps * xin.positions * m.T, dump=layer.output,
                       array_ops=cout * cin * planes * m.T * (
@@ -514,15 +543,16 @@ class _Builder:
         if total >= 1 << 31:
             self.fail(layer.name, f"logits may reach {total}, beyond 32 bits")
         src, _ = self.net.tensors[layer.inputs[0]]
-        steps = [((b * cin + ch) * P, 0, ch, b, 0) for ch in range(cin) for b in range(planes)]
+        ops = [((b * cin + ch) * P, ch, b, 0) for ch in range(cin) for b in range(planes)]
         weights = [[int(w[o, ch]) if o < classes else 0
                     for o in range(rg * self.R, rg * self.R + self.R)]
                    for rg in range(_ceil(classes, self.R)) for ch in range(cin)]
         params = [(int(b), 0) for b in bias]
         if int(np.abs(bias).max()) >= self.acc_limit:
             self.fail(layer.name, f"bias beyond the {self.cfg.acc_bits}-bit accumulator")
-        d = self.desc(rows=classes, cols=P, steps=len(steps), out_mode=isa.OUT_HEAD,
+        d = self.desc(rows=classes, cols=P, steps=len(ops), out_mode=isa.OUT_HEAD,
                       col_base=src, w_rg=cin)
+        steps = self.paired(ops, d)
         self.add_pass(layer, d, steps, params, weights,
                       useful=classes * cin * xin.positions * m.T,
                       array_ops=classes * cin * planes * xin.positions * m.T, in_planes=planes)
@@ -546,7 +576,7 @@ class _Builder:
         """A pass where row r of a tile reads only channel r of each operand (identity
         weights): elementwise sums, LIF on an int tensor, IAND and AND masks."""
         first = operands[0][0]
-        steps = []
+        ops = []
         for s in range(self.R):
             for base, spec, negate in operands:
                 planes = _planes(spec)
@@ -554,9 +584,8 @@ class _Builder:
                     neg = int(negate or (spec.kind == "int" and b == planes - 1))
                     if negate and spec.kind != "spike":
                         raise AssertionError("negated operands are spikes")
-                    steps.append((base - first + (b * channels + s) * P, 0, self.w_ident + s,
-                                  b, neg))
-        fields = dict(rows=channels, cols=P, steps=len(steps), out_mode=mode,
+                    ops.append((base - first + (b * channels + s) * P, self.w_ident + s, b, neg))
+        fields = dict(rows=channels, cols=P, steps=len(ops), out_mode=mode,
                       out_planes=oplanes, col_base=first, col_rg=self.R * P, w_base=0,
                       out_base=out_base, out_rg=self.R * P, out_row=P,
                       out_plane=channels * P)
@@ -565,6 +594,7 @@ class _Builder:
         if dump:
             fields.update(dump_base=out_base, dump_words=oplanes * channels * P)
         d = self.desc(**fields)
+        steps = self.paired(ops, d)
         self.add_pass(layer, d, steps, params, dump=out_name if dump else None)
 
     def layer_lif(self, layer: Layer):

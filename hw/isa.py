@@ -62,13 +62,20 @@ ROT_SHIFT = 24
 # ---- load records ----------------------------------------------------------------------------
 REC_WEIGHT = 0x57  #: 'W' addr u16, n u8, n words of pe_rows int8 weights
 REC_PARAM = 0x50  #: 'P' addr u16, n u8, n x (bias i32, threshold i48)
-REC_STEP = 0x53  #: 'S' addr u16, n u8, n x (col_off i32, row_off i32, w_off u16, shift|neg<<7)
+REC_STEP = 0x53  #: 'S' addr u16, n u8, n x (col_off i32, row_off i32, w_off u16, shift|neg<<7,
+#: shift2|neg2<<4|pair<<7)
 REC_DESC = 0x44  #: 'D' index u16, then len(DESC_FIELDS) x i32
 REC_GLOBAL = 0x47  #: 'G' len(GLOBAL_FIELDS) x i32
 REC_COMMIT = 0x43  #: 'C' passes u16, records u16, checksum u16 (byte sum of the records)
 
 PARAM_BYTES = 10
-STEP_BYTES = 11
+STEP_BYTES = 12
+#: A reduction step: (col_off, row_off, w_off, shift, neg, pair, shift2, neg2). A *paired*
+#: step (rows all ones) also reads a second run through the row port at `row_off` (with the
+#: same taps, edge reads and masks as the column run) and adds `(-1)^neg2 * (w << shift2)`
+#: where its bits are set: two bit-planes of a multi-bit input, or two operands of an
+#: elementwise sum, in one cycle.
+STEP_FIELDS = 8
 DESC_BYTES = 4 * len(DESC_FIELDS)
 GLOBAL_BYTES = 4 * len(GLOBAL_FIELDS)
 COMMIT_BYTES = 6

@@ -2,13 +2,18 @@
 
 `PeArray` is `pe_rows x pe_cols` processing elements. Each PE has `lanes` accumulators, one per
 time step; all lanes of a row share one weight. Per cycle with `valid`, lane l of PE (r, c) adds
-`(-1)^neg * (weight[r] << shift)` when `rowop[r][l] AND colop[c][l]`:
+`(-1)^neg * (weight[r] << shift)` when `rowop[r][l] AND colop[c][l]`, and in the same cycle
+`(-1)^neg2 * (weight[r] << shift2)` when `rowop[r][l] AND colop2[c][l]` (a *paired* step: two
+bit-planes or two operands per cycle; `colop2` is zero on a single step):
 
 - conv / linear: rowop all ones, colop = the input spikes (or one bit-plane of a multi-bit input,
   the weight shifted by the plane index);
 - spike AND spike (q k^T, k AND v): rowop and colop are both spike words, weight 1;
 - spike selects a multi-bit value ((q k^T) v): colop is bit-plane b of the multi-bit value,
-  rowop the selecting spike, weight `1 << b`.
+  rowop the selecting spike, weight `1 << b`;
+- paired: colop and colop2 are two planes of a multi-bit input (shift b and b + 1) or two
+  operands of an elementwise sum, so a bit-serial layer takes half the cycles. Each lane picks
+  one of 0, t, t2 and t + t2, precomputed once per row: still no multiplier.
 
 `first` starts a new tile (accumulators restart from 0); with `last` the finished sums are copied
 into the shadow bank, so a drain can read them while the next tile accumulates (double-buffered
@@ -17,7 +22,8 @@ accumulators).
 Latency: 1 cycle (shadow holds a tile's sums the cycle after its `last` step).
 Throughput: one reduction step per cycle, `pe_rows * pe_cols * lanes` lane operations.
 Cost: `2 * pe_rows * pe_cols * lanes` registers of `acc_bits` (working + shadow), as many
-`acc_bits` adders, `pe_rows` barrel shifters of `weight_bits` by 0 .. 15; no multipliers.
+`acc_bits` adders with a 4-way operand select, `2 * pe_rows` barrel shifters of `weight_bits`
+by 0 .. 15 and `pe_rows` adders for t + t2; no multipliers.
 """
 
 from amaranth import Cat, Module, Mux, Signal, signed
@@ -44,8 +50,11 @@ class PeArray(wiring.Component):
             "weight": In(data.ArrayLayout(signed(config.weight_bits), R)),
             "shift": In(4),
             "neg": In(1),
+            "shift2": In(4),
+            "neg2": In(1),
             "rowop": In(data.ArrayLayout(L, R)),
             "colop": In(data.ArrayLayout(L, C)),
+            "colop2": In(data.ArrayLayout(L, C)),
             "shadow": Out(acc_layout(config)),
         })
 
@@ -62,11 +71,19 @@ class PeArray(wiring.Component):
             m.d.comb += shifted.eq(self.weight[r].as_signed() << self.shift)
             term = Signal(signed(A), name=f"t{r}")
             m.d.comb += term.eq(Mux(self.neg, -shifted, shifted))
+            shifted2 = Signal(signed(A), name=f"w2_{r}")
+            m.d.comb += shifted2.eq(self.weight[r].as_signed() << self.shift2)
+            term2 = Signal(signed(A), name=f"t2_{r}")
+            m.d.comb += term2.eq(Mux(self.neg2, -shifted2, shifted2))
+            both = Signal(signed(A), name=f"t12_{r}")
+            m.d.comb += both.eq(term + term2)
             for c in range(C):
                 for lane in range(L):
                     gate = self.rowop[r][lane] & self.colop[c][lane]
+                    gate2 = self.rowop[r][lane] & self.colop2[c][lane]
                     base = Mux(self.first, 0, acc[r][c][lane])
-                    lanes.append((base + Mux(gate, term, 0))[:A])
+                    add = Mux(gate2, Mux(gate, both, term2), Mux(gate, term, 0))
+                    lanes.append((base + add)[:A])
         # The whole array in three statements (one per lane would make elaboration of large
         # arrays slow); the logic is the same: R x C x L adders, working and shadow registers.
         m.d.comb += nxt.eq(Cat(*lanes))

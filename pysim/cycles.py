@@ -18,8 +18,10 @@ tracing off and the results stream always ready (tests/test_hw_accelerator.py ch
 
 Utilization is reported two ways per layer (`CycleReport.layers`, `CycleReport.table`):
 dense = synaptic MACs `Cout * Cin * k * k * H * W * T` / (pe_rows * pe_cols * lanes * cycles),
-and array = lane-operations on real input bit-planes (zero padding excluded) / the same
-capacity, so a bit-serial layer (pixels, SEW sums read as bit-planes) is explained honestly;
+and array = lane-operations on real input bit-planes (zero padding excluded) / the capacity in
+bit-plane operations (twice the lanes per cycle in a pass of paired steps, which read two
+planes per cycle), so a bit-serial layer (pixels, SEW sums read as bit-planes) is explained
+honestly;
 each layer below 85% dense lists why (bit-planes, unused rows/columns/lanes, drain-bound raw
 outputs, pass overhead).
 
@@ -53,6 +55,8 @@ class PassCycles:
     array_ops: int = 0
     in_planes: int = 1
     desc: dict | None = None
+    #: operands a step reads: 2 when the pass issues paired steps (two bit-planes per cycle)
+    operands: int = 1
 
 
 def drain_cycles(config, desc: dict, last_ct: bool) -> int:
@@ -140,8 +144,9 @@ class CycleReport:
         """One row per layer: cycles, dense and array utilization, and why it falls short.
 
         dense = synaptic MACs (Cout Cin k k H W T) / (lanes of the array x cycles);
-        array = lane-operations on real input bit-planes, padding excluded / the same capacity.
-        A bit-serial layer (multi-bit input read as bit-planes) has array = planes x dense.
+        array = lane-operations on real input bit-planes, padding excluded / the capacity in
+        plane operations (lanes x cycles, times 2 in a pass of paired steps). A bit-serial
+        layer (multi-bit input read as bit-planes) has array = planes x dense (/ 2 if paired).
         """
         cfg = self.config
         rows = []
@@ -151,12 +156,13 @@ class CycleReport:
             useful = sum(p.useful for p in ps)
             array = sum(p.array_ops for p in ps)
             cap = cfg.total_lanes * cycles
+            array_cap = sum(cfg.total_lanes * p.cycles * p.operands for p in ps)
             layer = self.model.layer(name) if self.model is not None else None
             row = {"layer": name, "kind": layer.kind if layer else ps[0].kind,
                    "passes": len(ps), "cycles": cycles, "dense_macs": useful,
                    "array_ops": array,
                    "dense_utilization": round(useful / cap, 4) if useful else None,
-                   "array_utilization": round(array / cap, 4) if array else None}
+                   "array_utilization": round(array / array_cap, 4) if array else None}
             if useful:
                 row["shortfall"] = self._shortfall(ps[0], cycles, useful)
             rows.append(row)
@@ -169,7 +175,9 @@ class CycleReport:
         T = self.model.T if self.model is not None else L
         out = []
         if p.in_planes > 1:
-            out.append(f"bit-serial input: {p.in_planes} bit-planes per value")
+            steps = (p.in_planes + 1) // 2 if p.operands == 2 else p.in_planes
+            out.append(f"bit-serial input: {p.in_planes} bit-planes per value in {steps} "
+                       f"step{'s' if steps > 1 else ''}")
         if d["rows"] % R:
             out.append(f"{d['rows']} output rows on {R} PE rows "
                        f"({d['rows'] / (d['rgs'] * R):.0%} used)")
@@ -233,9 +241,10 @@ def cycle_report(net) -> CycleReport:
         c = pass_cycles(cfg, p.desc)
         kind = "maxpool" if p.desc["op"] == isa.OP_MAXPOOL else {
             isa.OUT_HEAD: "head"}.get(p.desc["out_mode"], "array")
+        operands = 2 if any(step[5] for step in p.steps) else 1
         passes.append(PassCycles(p.layer, kind, c, p.useful,
                                  p.useful / (cfg.total_lanes * c), p.array_ops, p.in_planes,
-                                 p.desc))
+                                 p.desc, operands))
     total = unpack + sum(p.cycles for p in passes) + 1
     return CycleReport(passes, unpack, total, cfg.lanes, cfg, net.model, g["pack"])
 

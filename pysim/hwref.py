@@ -36,23 +36,28 @@ def bits_word(bits) -> np.ndarray:
     return (bits << np.arange(bits.shape[-1])).sum(axis=-1)
 
 
-def pe_tile(weights, shifts, negs, rowops, colops, acc_bits: int, acc=None) -> np.ndarray:
+def pe_tile(weights, shifts, negs, rowops, colops, acc_bits: int, acc=None,
+            second=None) -> np.ndarray:
     """The PE array over K reduction steps.
 
     weights (K, R) signed; shifts, negs (K,); rowops (K, R, L) and colops (K, C, L) 0/1.
     Per step, PE (r, c) lane l adds `(-1)^neg * (w[r] << shift)` when rowop[r, l] AND
-    colop[c, l]. Returns acc (R, C, L), wrapped at `acc_bits` after every addition (the
-    compiler proves that no wrap happens on a compiled program).
+    colop[c, l]; with `second = (shifts2, negs2, colops2)` (paired steps) it also adds
+    `(-1)^neg2 * (w[r] << shift2)` when rowop[r, l] AND colop2[c, l]. Returns acc (R, C, L),
+    wrapped at `acc_bits` after every addition (the compiler proves that no wrap happens on a
+    compiled program).
     """
     weights = np.asarray(weights, np.int64)
     K, R = weights.shape
     C, L = np.asarray(colops).shape[1:]
     acc = np.zeros((R, C, L), np.int64) if acc is None else np.asarray(acc, np.int64).copy()
+    operands = [(shifts, negs, colops)] + ([second] if second is not None else [])
     for k in range(K):
-        w = weights[k] << int(shifts[k])
-        w = -w if negs[k] else w
-        gate = np.asarray(rowops[k])[:, None, :] & np.asarray(colops[k])[None, :, :]
-        acc = wrap(acc + gate * w[:, None, None], acc_bits)
+        for shift, neg, cols in operands:
+            w = weights[k] << int(shift[k])
+            w = -w if neg[k] else w
+            gate = np.asarray(rowops[k])[:, None, :] & np.asarray(cols[k])[None, :, :]
+            acc = wrap(acc + gate * w[:, None, None], acc_bits)
     return acc
 
 
@@ -110,7 +115,7 @@ class Executor:
         self.weights[:len(net.weights)] = np.asarray(net.weights, np.int64)
         self.params = np.zeros((self.cfg.param_depth, 2), np.int64)
         self.params[:len(net.params)] = np.asarray(net.params, np.int64).reshape(-1, 2)
-        self.steps = np.asarray(net.steps, np.int64).reshape(-1, 5)
+        self.steps = np.asarray(net.steps, np.int64).reshape(-1, isa.STEP_FIELDS)
         self.mem = np.zeros((1, self.cfg.act_depth * self.cfg.pe_cols), np.int64)
 
     def run(self, image, trace: bool = False) -> bytes:
@@ -181,6 +186,10 @@ class Executor:
         w_off = (st[:, 2][:, None] + np.arange(taps)[None, :]).reshape(-1)
         shift = np.repeat(st[:, 3], taps)
         neg = np.repeat(st[:, 4], taps)
+        # Paired steps (rows all ones only): port B reads the second operand's run.
+        pair = np.repeat(st[:, 5], taps) * int(d["row_mode"] == isa.ROW_ONES)
+        sign2 = pair * (np.where(np.repeat(st[:, 7], taps) == 1, -1, 1)
+                        << np.repeat(st[:, 6], taps))
         ky, kx = np.tile(ky, len(st)), np.tile(kx, len(st))
         tap = (ky - 1) * W + (kx - 1)
         sign = np.where(neg == 1, -1, 1) << shift
@@ -195,26 +204,34 @@ class Executor:
                     w_t = d["w_base"] + g * d["w_g"] + rgl * d["w_rg"]
                     pos = ct * C + np.arange(C)
                     valid = pos < d["cols"]
-                    weights = self.weights[(w_t + w_off) % cfg.weight_depth] * sign[:, None]
-                    if d["col_mode"] == isa.COL_ONEHOT:
-                        colw = np.where(np.arange(C)[None, None, :] == col_off[None, :, None],
-                                        (1 << L) - 1, 0)
-                    else:
-                        addr = col_t + col_off[:, None] + tap[:, None] + np.arange(C)[None, :]
+                    wsel = self.weights[(w_t + w_off) % cfg.weight_depth]
+                    weights = wsel * sign[:, None]
+                    mask = np.broadcast_to(valid, (len(st) * taps, C))
+                    if d["pad"]:
+                        x = pos & (W - 1)
+                        mask = mask & ~((kx[:, None] == 0) & (x[None, :] == 0)) \
+                            & ~((kx[:, None] == 2) & (x[None, :] == W - 1))
+
+                    def run_words(start, pos=pos, mask=mask):
+                        """The words column c reads from run `start` (per step), with the
+                        3x3 edge reads and padding masks applied."""
+                        addr = start[:, None] + tap[:, None] + np.arange(C)[None, :]
                         up = dn = np.zeros(addr.shape, bool)
                         if d["pad"]:
                             up = (ky[:, None] == 0) & (pos[None, :] < W)
                             dn = (ky[:, None] == 2) & (pos[None, :] >= d["lastrow"])
                         addr = addr + d["band"] * (up.astype(int) - dn)
-                        colw = self.mem[:, addr % size]
-                        colw = np.where(up, colw << self.T, np.where(dn, colw >> self.T, colw))
-                    mask = np.broadcast_to(valid, addr.shape if d["col_mode"] != isa.COL_ONEHOT
-                                           else colw.shape[1:])
-                    if d["pad"]:
-                        x = pos & (W - 1)
-                        mask = mask & ~((kx[:, None] == 0) & (x[None, :] == 0)) \
-                            & ~((kx[:, None] == 2) & (x[None, :] == W - 1))
-                    colops = lane_bits(np.where(mask, colw, 0) & self.valid, L)
+                        words = self.mem[:, addr % size]
+                        words = np.where(up, words << self.T, np.where(dn, words >> self.T,
+                                                                        words))
+                        return lane_bits(np.where(mask, words, 0) & self.valid, L)
+
+                    if d["col_mode"] == isa.COL_ONEHOT:
+                        colw = np.where(np.arange(C)[None, None, :] == col_off[None, :, None],
+                                        (1 << L) - 1, 0)
+                        colops = lane_bits(np.where(valid, colw, 0) & self.valid, L)
+                    else:
+                        colops = run_words(col_t + col_off)
                     if d["row_mode"] == isa.ROW_RUN:
                         rw = self.mem[:, (row_t + row_off[:, None] + np.arange(R)[None, :]) % size]
                         rw = rotate_groups(rw, rot[None, :, None], used)
@@ -223,6 +240,9 @@ class Executor:
                         batch = (len(self.mem),) + colops.shape[-3:]
                         acc = np.einsum("kr,bkcl->brcl", weights,
                                         np.broadcast_to(colops, batch))
+                        if pair.any():
+                            acc = acc + np.einsum("kr,bkcl->brcl", wsel * sign2[:, None],
+                                                  run_words(row_t + row_off))
                     # The compiler proves no accumulator wraps, so one wrap at the end equals
                     # the RTL's wrap after every addition (modular arithmetic).
                     acc = wrap(acc, cfg.acc_bits)

@@ -11,7 +11,8 @@ integer arithmetic the mode implements (dot products, spike counts, selected sum
   negation (accumulators wrap at `acc_bits`); all-zero and all-one spikes; one-step tiles;
   a long tile that wraps.
 - `pe_modes`: conv weight-select accumulate, multi-bit input by bit-planes (shift, negate the
-  sign plane), spike AND spike (q k^T), spike selects a multi-bit value ((q k^T) v).
+  sign plane), the same two planes per step (paired), an elementwise sum of two operands in
+  one paired step, spike AND spike (q k^T), spike selects a multi-bit value ((q k^T) v).
 - `pe_random`: seeded random tiles back to back.
 - `lif_corners`: exactly at / one above the threshold, all-zero and all-one inputs, input,
   bias and threshold at their limits, T=1 and T=lanes, packed lane groups, step mode.
@@ -36,6 +37,7 @@ runs them from the command line; `WAVES=1` records `dump.fst`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -94,20 +96,31 @@ class Ports:
 
 @dataclass
 class Step:
-    """One reduction step: weights (R,), shift, neg, rowop (R, L) and colop (C, L) 0/1."""
+    """One reduction step: weights (R,), shift, neg, rowop (R, L) and colop (C, L) 0/1; a
+    paired step also has a second operand colop2 (C, L) with its own shift2 and neg2."""
 
     weights: np.ndarray
     shift: int
     neg: int
     rowop: np.ndarray
     colop: np.ndarray
+    shift2: int = 0
+    neg2: int = 0
+    colop2: np.ndarray | None = None
+
+    def second(self, cfg: ArrayConfig) -> np.ndarray:
+        if self.colop2 is None:
+            return np.zeros((cfg.pe_cols, cfg.lanes), np.int64)
+        return self.colop2
 
 
 def tile_reference(cfg: ArrayConfig, tile: list[Step]) -> np.ndarray:
     """`pysim.hwref.pe_tile` of a tile: the sums (R, C, L) its `last` step leaves in shadow."""
     return pe_tile(np.array([s.weights for s in tile]), [s.shift for s in tile],
                    [s.neg for s in tile], np.array([s.rowop for s in tile]),
-                   np.array([s.colop for s in tile]), cfg.acc_bits)
+                   np.array([s.colop for s in tile]), cfg.acc_bits,
+                   second=([s.shift2 for s in tile], [s.neg2 for s in tile],
+                           np.array([s.second(cfg) for s in tile])))
 
 
 class PeBench:
@@ -141,6 +154,9 @@ class PeBench:
         d.neg.value = step.neg
         d.rowop.value = pack(words(step.rowop), cfg.lanes)
         d.colop.value = pack(words(step.colop), cfg.lanes)
+        d.shift2.value = step.shift2
+        d.neg2.value = step.neg2
+        d.colop2.value = pack(words(step.second(cfg)), cfg.lanes)
 
     def garbage(self) -> Step:
         """Random inputs of every port (what an idle cycle may carry)."""
@@ -184,8 +200,7 @@ class PeBench:
             for r in range(self.cfg.pe_rows):
                 weights = step.weights.copy()
                 weights[r] ^= 1
-                wrong = tile[:k] + [Step(weights, step.shift, step.neg, step.rowop,
-                                         step.colop)] + tile[k + 1:]
+                wrong = tile[:k] + [dataclasses.replace(step, weights=weights)] + tile[k + 1:]
                 if not np.array_equal(tile_reference(self.cfg, wrong), ref):
                     self.fault_pending = False
                     self.log.info("TB_FAULT: weight of row %d flipped in step %d", r, k)
@@ -219,7 +234,9 @@ def random_step(gen: np.random.Generator, cfg: ArrayConfig, spike_p: float = 0.5
     wmax = 1 << (cfg.weight_bits - 1)
     return Step(gen.integers(-wmax, wmax, R), int(gen.integers(0, 16)), int(gen.integers(0, 2)),
                 (gen.random((R, L)) < spike_p).astype(np.int64),
-                (gen.random((C, L)) < spike_p).astype(np.int64))
+                (gen.random((C, L)) < spike_p).astype(np.int64),
+                int(gen.integers(0, 16)), int(gen.integers(0, 2)),
+                (gen.random((C, L)) < spike_p * gen.integers(0, 2)).astype(np.int64))
 
 
 def block_config() -> ArrayConfig:
@@ -287,6 +304,13 @@ async def pe_modes(dut, idle):
     x = gen.integers(-(1 << (P - 1)), 1 << (P - 1), (K, C, L))
     planes = [Step(w[k], b, int(b == P - 1), ones_r, (x[k] >> b) & 1)
               for k in range(K) for b in range(P)]
+    # the same input two planes per step (paired): planes b and b + 1 in one cycle.
+    paired = [Step(w[k], b, 0, ones_r, (x[k] >> b) & 1, b + 1, int(b + 1 == P - 1),
+                   (x[k] >> (b + 1)) & 1) for k in range(K) for b in range(0, P, 2)]
+    # an elementwise sum of two spike operands in one paired step (identity weights).
+    a, bb = gen.integers(0, 2, (2, R, C, L))
+    ident = np.eye(R, dtype=np.int64)
+    pairsum = [Step(ident[r], 0, 0, ones_r, a[r, :C], 0, 1, bb[r, :C]) for r in range(R)]
     # spike AND spike (q k^T, k AND v): weight 1, both operands are spike words.
     q = gen.integers(0, 2, (K, R, L))
     kk = gen.integers(0, 2, (K, C, L))
@@ -296,7 +320,7 @@ async def pe_modes(dut, idle):
     v = gen.integers(0, 1 << V, (K, C, L))
     select = [Step(one, b, 0, q[k], (v[k] >> b) & 1) for k in range(K) for b in range(V)]
 
-    refs = await tb.run([conv, planes, spikes, select])
+    refs = await tb.run([conv, planes, paired, pairsum, spikes, select])
     wrap = 1 << cfg.acc_bits
 
     def expect(ref, value, what):
@@ -305,8 +329,10 @@ async def pe_modes(dut, idle):
 
     expect(refs[0], np.einsum("kr,kcl->rcl", w, s), "the spike-selected weight sums")
     expect(refs[1], np.einsum("kr,kcl->rcl", w, x), "the multi-bit dot products")
-    expect(refs[2], np.einsum("krl,kcl->rcl", q, kk), "the spike coincidence counts")
-    expect(refs[3], np.einsum("krl,kcl->rcl", q, v), "the spike-selected value sums")
+    expect(refs[2], np.einsum("kr,kcl->rcl", w, x), "the paired multi-bit dot products")
+    expect(refs[3], a - bb, "the paired elementwise differences")
+    expect(refs[4], np.einsum("krl,kcl->rcl", q, kk), "the spike coincidence counts")
+    expect(refs[5], np.einsum("krl,kcl->rcl", q, v), "the spike-selected value sums")
 
 @cocotb.test()
 @cocotb.parametrize(idle=[0.0, 0.3])

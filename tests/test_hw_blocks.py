@@ -14,14 +14,16 @@ CFG = ArrayConfig(name="blk", pe_rows=3, pe_cols=2, lanes=4, weight_bits=8, acc_
 
 
 def run_pe(config, steps, stall_every=0):
-    """Drive `steps` = list of (weights, shift, neg, rowops, colops) as one tile; stalls insert
-    invalid cycles. Returns the shadow accumulators (R, C, L)."""
+    """Drive `steps` = list of (weights, shift, neg, rowops, colops[, shift2, neg2, colops2])
+    as one tile (the optional part: a paired step); stalls insert invalid cycles. Returns the
+    shadow accumulators (R, C, L)."""
     dut = PeArray(config)
     R, C, L = config.pe_rows, config.pe_cols, config.lanes
     out = {}
 
     async def bench(ctx):
-        for i, (w, shift, neg, rowop, colop) in enumerate(steps):
+        for i, (w, shift, neg, rowop, colop, *second) in enumerate(steps):
+            shift2, neg2, colop2 = second or (0, 0, np.zeros((C, L), int))
             if stall_every and i % stall_every == 1:
                 ctx.set(dut.valid, 0)
                 await ctx.tick()
@@ -33,8 +35,11 @@ def run_pe(config, steps, stall_every=0):
                 ctx.set(dut.rowop[r], int(bits_word(rowop[r])))
             for c in range(C):
                 ctx.set(dut.colop[c], int(bits_word(colop[c])))
+                ctx.set(dut.colop2[c], int(bits_word(colop2[c])))
             ctx.set(dut.shift, shift)
             ctx.set(dut.neg, neg)
+            ctx.set(dut.shift2, shift2)
+            ctx.set(dut.neg2, neg2)
             await ctx.tick()
         ctx.set(dut.valid, 0)
         await ctx.tick()
@@ -49,8 +54,11 @@ def run_pe(config, steps, stall_every=0):
 
 
 def reference(config, steps):
-    w, s, n, ro, co = zip(*steps, strict=True)
-    return pe_tile(np.array(w), s, n, np.array(ro), np.array(co), config.acc_bits)
+    C, L = config.pe_cols, config.lanes
+    steps = [s if len(s) == 8 else tuple(s) + (0, 0, np.zeros((C, L), int)) for s in steps]
+    w, s, n, ro, co, s2, n2, co2 = zip(*steps, strict=True)
+    return pe_tile(np.array(w), s, n, np.array(ro), np.array(co), config.acc_bits,
+                   second=(s2, n2, np.array(co2)))
 
 
 def random_steps(rng, config, count, qmax=127):
@@ -77,6 +85,40 @@ def test_pe_array_corners():
     acc = run_pe(CFG, steps)
     np.testing.assert_array_equal(acc, reference(CFG, steps))
     assert acc[0, 0, 0] == 127 * 8 + 127 + 1
+
+
+def random_paired_steps(rng, config, count, qmax=127):
+    C, L = config.pe_cols, config.lanes
+    return [step + (int(rng.integers(0, 4)), int(rng.integers(0, 2)), rng.integers(0, 2, (C, L)))
+            for step in random_steps(rng, config, count, qmax)]
+
+
+@pytest.mark.parametrize("stall", [0, 2])
+def test_pe_array_paired_random(stall):
+    """Two operands per step (each lane picks 0, t, t2 or t + t2), mixed with single steps."""
+    rng = np.random.default_rng(4)
+    steps = random_paired_steps(rng, CFG, 10) + random_steps(rng, CFG, 3)
+    np.testing.assert_array_equal(run_pe(CFG, steps, stall), reference(CFG, steps))
+
+
+def test_pe_array_paired_corners():
+    R, C, L = CFG.pe_rows, CFG.pe_cols, CFG.lanes
+    ones_r, ones_c, zero_c = np.ones((R, L), int), np.ones((C, L), int), np.zeros((C, L), int)
+    half = np.array([[1, 0, 1, 0], [0, 1, 0, 1]])
+    steps = [
+        (np.full(R, 127), 3, 0, ones_r, ones_c, 3, 0, ones_c),  # both planes: t + t2 at max
+        (np.full(R, -127), 0, 1, ones_r, ones_c, 2, 1, ones_c),  # both negated
+        (np.full(R, 5), 0, 0, ones_r, zero_c, 1, 0, half),  # second operand alone
+        (np.full(R, 7), 1, 0, ones_r, half, 0, 1, zero_c),  # first alone, second all zero
+        (np.array([1, -1, 0]), 0, 0, ones_r, ones_c, 0, 1, ones_c),  # t - t = 0
+    ]
+    acc = run_pe(CFG, steps)
+    np.testing.assert_array_equal(acc, reference(CFG, steps))
+    assert acc[0, 0, 0] == 127 * 16 + 127 * 5 + 5 * 2 + 7 * 2
+    assert acc[0, 0, 1] == 127 * 16 + 127 * 5
+    # The reference sees a second operand that is dropped.
+    dropped = [s[:5] for s in steps]
+    assert not np.array_equal(acc, reference(CFG, dropped))
 
 
 def test_pe_reference_detects_a_wrong_sum():
