@@ -27,7 +27,8 @@ sits in one wide program word and loads in two cycles.
 
 Latency: `pysim.cycles.cycle_report` gives the cycles of an inference exactly (busy cycles).
 Throughput: `pe_rows * pe_cols * lanes` AND/accumulate lane operations per cycle on conv and
-linear layers; one max-pool output word per 9 cycles.
+linear layers; max-pool: `(pe_cols - 1) // 2` output words per 3 cycles (a run read per
+input row of the 3x3/2 windows).
 Cost: the PE array (see `hw/pe.py`), `pe_cols` LIF units, `pe_cols` activation banks with two
 read ports each, weight/parameter/step/program/input memories; no multipliers.
 """
@@ -50,6 +51,14 @@ STATUS_LAYOUT = data.StructLayout({"ready": 1, "busy": 1, "error": 8})
 
 def _log2(n: int) -> int:
     return max(1, (n - 1).bit_length())
+
+
+def _or_all(words, width: int):
+    """Bitwise OR of `width`-bit values (0 when there are none)."""
+    out = Const(0, width)
+    for word in words:
+        out = out | word
+    return out
 
 
 class Accelerator(wiring.Component):
@@ -707,40 +716,52 @@ class _Core(wiring.Component):
             (dr_row == R) | (dr_row == dr.rows_left))
 
         # ---- max-pool engine --------------------------------------------------------------------
+        # A chunk of MP_K consecutive outputs of one output row needs input columns 2*ox0 - 1 ..
+        # 2*(ox0 + MP_K) - 1: one run read (MP_S when pe_cols < 4) per input row, three rows,
+        # then the chunk's MP_K words are written as one run.
+        MP_K, MP_S = isa.maxpool_chunk(C)
         mp_run = Signal()
         mp_ch, mp_oy, mp_ox = Signal(16), Signal(16), Signal(16)
-        mp_ky, mp_kx = Signal(2), Signal(2)
+        mp_ky = Signal(2)
+        mp_seg = Signal(range(MP_S + 1))  # (never 0 bits wide)
         mp_chbase = Signal(AW)
         mp_ybase = Signal(AW)  # address of input row 2*oy - 1 of this channel
         mp_row = Signal(AW)  # address of input row 2*oy - 1 + ky
         mp_iy = Signal(signed(18))
-        mp_ix0 = Signal(signed(18))  # 2*ox - 1
+        mp_ix0 = Signal(signed(18))  # 2*ox0 - 1
         mp_out = Signal(AW)
-        ix = mp_ix0 + mp_kx
+        ix = mp_ix0 + (mp_seg << LC)  # pe_cols is a power of two: no multiplier
         # The row above a band's first row is the previous band's last row (edge read).
         mp_up = mp_iy < 0
         m.d.comb += mp_addr.eq(mp_row + ix + Mux(mp_up, d["band"], 0))
-        mp_s = Signal(data.StructLayout({"valid": 1, "ok": 1, "first": 1, "last": 1,
-                                         "out": AW, "lo": max(LC, 1), "up": 1}))
-        mp_or = Signal(L)
-        mp_tap_last = (mp_ky == 2) & (mp_kx == 2)
+        mp_left = Signal(16)  # outputs of this row from ox0 on
+        m.d.comb += mp_left.eq(d["mp_wo"] - mp_ox)
+        mp_last_chunk = mp_left <= MP_K
+        mp_s = Signal(data.StructLayout({
+            "valid": 1, "rowok": 1, "first": 1, "last": 1, "out": AW, "lo": max(LC, 1), "up": 1,
+            "ix": signed(18), "seg": range(MP_S + 1), "wmask": C}))
+        mp_or = Signal(data.ArrayLayout(L, MP_K))
+        mp_row_last = (mp_ky == 2) & (mp_seg == MP_S - 1)
         m.d.sync += mp_s.valid.eq(mp_run)
         with m.If(mp_run):
-            m.d.sync += [mp_s.ok.eq((mp_iy < d["mp_h"]) & (ix >= 0) & (ix < d["mp_w"])),
-                         mp_s.up.eq(mp_up),
-                         mp_s.first.eq((mp_ky == 0) & (mp_kx == 0)), mp_s.last.eq(mp_tap_last),
-                         mp_s.out.eq(mp_out), mp_s.lo.eq(mp_addr[:LC] if LC else 0)]
-            with m.If(~mp_tap_last):
-                with m.If(mp_kx == 2):
-                    m.d.sync += [mp_kx.eq(0), mp_ky.eq(mp_ky + 1), mp_iy.eq(mp_iy + 1),
-                                 mp_row.eq(mp_row + d["mp_w"])]
-                with m.Else():
-                    m.d.sync += mp_kx.eq(mp_kx + 1)
+            m.d.sync += [mp_s.rowok.eq(mp_iy < d["mp_h"]), mp_s.up.eq(mp_up), mp_s.ix.eq(ix),
+                         mp_s.seg.eq(mp_seg),
+                         mp_s.first.eq((mp_ky == 0) & (mp_seg == 0)), mp_s.last.eq(mp_row_last),
+                         mp_s.out.eq(mp_out), mp_s.lo.eq(mp_addr[:LC] if LC else 0),
+                         mp_s.wmask.eq(Mux(mp_last_chunk,
+                                           ~(Const(-1, C) << mp_left[:_log2(C + 1)]),
+                                           (1 << MP_K) - 1))]
+            with m.If(mp_seg != MP_S - 1):
+                m.d.sync += mp_seg.eq(mp_seg + 1)
+            with m.Elif(~mp_row_last):
+                m.d.sync += [mp_seg.eq(0), mp_ky.eq(mp_ky + 1), mp_iy.eq(mp_iy + 1),
+                             mp_row.eq(mp_row + d["mp_w"])]
             with m.Else():
-                m.d.sync += [mp_kx.eq(0), mp_ky.eq(0), mp_out.eq(mp_out + 1)]
-                with m.If(mp_ox != d["mp_wo"] - 1):
-                    m.d.sync += [mp_ox.eq(mp_ox + 1), mp_ix0.eq(mp_ix0 + 2), mp_row.eq(mp_ybase),
-                                 mp_iy.eq(mp_iy - 2)]
+                m.d.sync += [mp_seg.eq(0), mp_ky.eq(0),
+                             mp_out.eq(mp_out + Mux(mp_last_chunk, mp_left, MP_K))]
+                with m.If(~mp_last_chunk):
+                    m.d.sync += [mp_ox.eq(mp_ox + MP_K), mp_ix0.eq(mp_ix0 + 2 * MP_K),
+                                 mp_row.eq(mp_ybase), mp_iy.eq(mp_iy - 2)]
                 with m.Elif(mp_oy != d["mp_ho"] - 1):
                     ny = mp_ybase + (d["mp_w"] << 1)
                     m.d.sync += [mp_ox.eq(0), mp_ix0.eq(-1), mp_oy.eq(mp_oy + 1),
@@ -752,9 +773,26 @@ class _Core(wiring.Component):
                                  mp_ybase.eq(nb - d["mp_w"]), mp_row.eq(nb - d["mp_w"])]
                 with m.Else():
                     m.d.sync += mp_run.eq(0)
-        mp_word = Mux(mp_s.up, (rotate(0, mp_s.lo)[0] << g_T) & lane_valid,
-                      rotate(0, mp_s.lo)[0])
-        mp_next = Mux(mp_s.first, 0, mp_or) | Mux(mp_s.ok, mp_word, 0)
+        # Column c of the run is input column ix + c; output k of the chunk ORs the run's
+        # columns 2k .. 2k + 2 (in segment seg: columns seg * C + c).
+        mp_words = rotate(0, mp_s.lo)
+        mp_cols = []
+        for c in range(C):
+            col_x = mp_s.ix + c
+            ok = mp_s.rowok & (col_x >= 0) & (col_x < d["mp_w"])
+            word = Mux(mp_s.up, (mp_words[c] << g_T) & lane_valid, mp_words[c])
+            mp_cols.append(Mux(ok, word, 0))
+        mp_next = Signal(data.ArrayLayout(L, MP_K))
+        for k in range(MP_K):
+            hits = []
+            for c in range(C):
+                if MP_S == 1:
+                    if 2 * k <= c <= 2 * k + 2:
+                        hits.append(mp_cols[c])
+                else:
+                    j = (mp_s.seg << LC) + c
+                    hits.append(Mux((j >= 2 * k) & (j <= 2 * k + 2), mp_cols[c], 0))
+            m.d.comb += mp_next[k].eq(Mux(mp_s.first, 0, mp_or[k]) | _or_all(hits, L))
         with m.If(mp_s.valid):
             m.d.sync += mp_or.eq(mp_next)
         mp_write = mp_s.valid & mp_s.last
@@ -831,7 +869,7 @@ class _Core(wiring.Component):
                     w_gb.eq(d["w_base"]), w_t.eq(d["w_base"]), par_gb.eq(d["par_base"]),
                     par_t.eq(d["par_base"]), out_gb.eq(d["out_base"]), out_rb.eq(d["out_base"]),
                     out_t.eq(d["out_base"]), p0.eq(0), rows_left.eq(d["rows"]),
-                    mp_ch.eq(0), mp_oy.eq(0), mp_ox.eq(0), mp_ky.eq(0), mp_kx.eq(0),
+                    mp_ch.eq(0), mp_oy.eq(0), mp_ox.eq(0), mp_ky.eq(0), mp_seg.eq(0),
                     mp_chbase.eq(d["col_base"]), mp_ybase.eq(d["col_base"] - d["mp_w"]),
                     mp_row.eq(d["col_base"] - d["mp_w"]), mp_iy.eq(-1), mp_ix0.eq(-1),
                     mp_out.eq(d["out_base"]),
@@ -848,7 +886,8 @@ class _Core(wiring.Component):
             with m.State("MAXPOOL"):
                 m.d.comb += mp_active.eq(1)
                 with m.If(mp_write):
-                    m.d.comb += [wr_addr.eq(mp_s.out), wr_words[0].eq(mp_next), wr_en.eq(1)]
+                    m.d.comb += [wr_addr.eq(mp_s.out), wr_en.eq(mp_s.wmask)]
+                    m.d.comb += [wr_words[k].eq(mp_next[k]) for k in range(MP_K)]
                 with m.If(~mp_run & ~mp_s.valid):
                     m.next = "PASS_END"
             with m.State("PASS_END"):

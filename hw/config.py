@@ -23,9 +23,11 @@ class ArrayConfig:
     #: Name used for build folders and reports.
     name: str = "default"
     #: PE rows: output channels (or query tokens) computed in parallel.
-    pe_rows: int = 8
+    pe_rows: int = 4
     #: PE columns: output positions computed in parallel; a power of two (activation banks).
-    pe_cols: int = 8
+    #: A wide array drains a tile's raw integer outputs (one row of `pe_cols` words per cycle
+    #: and bit-plane) in fewer cycles than a square one of the same size.
+    pe_cols: int = 16
     #: Time-step lanes per PE: the largest T computed in parallel; a power of two.
     lanes: int = 4
     #: Signed weight width in bits.
@@ -35,9 +37,9 @@ class ArrayConfig:
     #: LIF membrane width in bits (signed), fractional bits included.
     membrane_bits: int = 28
     #: Words per activation bank (one word = `lanes` bits of one position of one channel/plane).
-    act_depth: int = 2048
+    act_depth: int = 1024
     #: Words of weight memory (one word = `pe_rows` weights).
-    weight_depth: int = 4096
+    weight_depth: int = 8192
     #: Entries of per-channel parameter memory (bias and threshold).
     param_depth: int = 1024
     #: Layer descriptors the program memory holds.

@@ -83,6 +83,13 @@ COMMIT_BYTES = 6
 MAX_RECORD_ENTRIES = 255
 
 
+def maxpool_chunk(pe_cols: int) -> tuple[int, int]:
+    """The max-pool engine's chunk: (outputs per chunk, run reads per input row). A run of
+    `pe_cols` words covers the 2k + 1 input columns of k outputs of a 3x3/2 window."""
+    k = max(1, (pe_cols - 1) // 2)
+    return k, -(-(2 * k + 1) // pe_cols)
+
+
 def word_bytes(lanes: int) -> int:
     """Bytes per activation word in a trace dump (lanes little-endian, lane 0 = bit 0)."""
     return (lanes + 7) // 8

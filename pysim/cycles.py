@@ -13,7 +13,9 @@ tracing off and the results stream always ready (tests/test_hw_accelerator.py ch
     after the last drain); a drain takes
     `1 + pe_rows * out_planes` cycles (head: `1 + pe_rows`, plus 4 per emitted logit) and
     starts 3 cycles after its tile's last step issues;
-  - max-pool pass: 9 cycles per output word plus a 2-cycle tail;
+  - max-pool pass: 3 row reads (x `reads`) per chunk of `k` outputs of one output row, with
+    `(k, reads) = isa.maxpool_chunk(pe_cols)` (k = (pe_cols - 1) // 2, one read per row from
+    pe_cols = 4 up), plus a 2-cycle tail;
 - 1 cycle to return to idle.
 
 Utilization is reported two ways per layer (`CycleReport.layers`, `CycleReport.table`):
@@ -41,7 +43,6 @@ from hw import isa
 DESC_LOAD = 2  #: read the descriptor's program word, latch its fields
 PASS_OVERHEAD = DESC_LOAD + 2  #: descriptor load, one start cycle, one end-of-pass cycle
 PIPE = 3  #: cycles from issuing a tile's last step to the first drain cycle
-MAXPOOL_PER_WORD = 9
 MAXPOOL_TAIL = 2
 
 
@@ -95,12 +96,14 @@ def array_pass_cycles(config, desc: dict) -> int:
     return end + 1
 
 
-def maxpool_pass_cycles(desc: dict) -> int:
-    return desc["groups"] * desc["mp_ho"] * desc["mp_wo"] * MAXPOOL_PER_WORD + MAXPOOL_TAIL
+def maxpool_pass_cycles(config, desc: dict) -> int:
+    k, reads = isa.maxpool_chunk(config.pe_cols)
+    chunks = -(-desc["mp_wo"] // k)
+    return desc["groups"] * desc["mp_ho"] * chunks * 3 * reads + MAXPOOL_TAIL
 
 
 def pass_cycles(config, desc: dict) -> int:
-    body = (maxpool_pass_cycles(desc) if desc["op"] == isa.OP_MAXPOOL
+    body = (maxpool_pass_cycles(config, desc) if desc["op"] == isa.OP_MAXPOOL
             else array_pass_cycles(config, desc))
     return PASS_OVERHEAD + body
 

@@ -63,17 +63,30 @@ def simulate(bench, config=CFG):
     sim.run()
 
 
-@pytest.mark.parametrize("family, T", [("iand", 2), ("sew", 4), ("ms", 4), ("sdsa", 1)])
-def test_end_to_end_equals_golden_and_cycle_model(family, T):
+NARROW = ArrayConfig(name="narrow", pe_rows=2, pe_cols=2, lanes=4, act_depth=8192,
+                     weight_depth=1024, param_depth=256, step_depth=1024, program_depth=32,
+                     input_depth=128)
+WIDE = ArrayConfig(name="wide", pe_rows=2, pe_cols=8, lanes=4, act_depth=1024,
+                   weight_depth=1024, param_depth=256, step_depth=1024, program_depth=32,
+                   input_depth=128)
+
+
+@pytest.mark.parametrize("family, T, config", [
+    ("iand", 2, CFG), ("sew", 4, CFG), ("ms", 4, CFG), ("sdsa", 1, CFG),
+    # max-pool chunks of 3 outputs per run read (8 columns) and of 1 output over 2 run reads
+    # per input row (2 columns); packed lane groups with edge reads on the wide array
+    ("sew", 2, WIDE), ("ms", 4, NARROW)], ids=lambda v: getattr(v, "name", v))
+def test_end_to_end_equals_golden_and_cycle_model(family, T, config):
     """T < lanes packs lanes / T positions per word (pack 2 at T = 2, pack 4 at T = 1)."""
     model = random_int_model(family, seed=1, size=8, dim=4, T=T)
-    net = compile_network(model, CFG)
-    assert net.globals["pack"] == CFG.lanes // T
+    net = compile_network(model, config)
+    assert net.globals["pack"] == config.lanes // T
+    assert any(p.desc["op"] == isa.OP_MAXPOOL for p in net.passes)
     image = random_images(model, 1, seed=3)[0]
     got = {}
 
     async def bench(ctx, dut):
-        for chunk in net.load_chunks(CFG.max_payload):
+        for chunk in net.load_chunks(config.max_payload):
             await send(ctx, dut.load, chunk, stall=7)
         await ctx.tick()
         assert ctx.get(dut.status.ready) and ctx.get(dut.status.error) == Status.OK
@@ -82,7 +95,7 @@ def test_end_to_end_equals_golden_and_cycle_model(family, T):
         await send(ctx, dut.tokens, net.encode_input(image, trace=False))
         got["plain"], got["busy"] = await receive(ctx, dut, 100_000)
 
-    simulate(bench)
+    simulate(bench, config)
     logits, trace = golden.run(model, image[None])
     decoded, traced = net.decode_result(got["trace"], trace=True)
     np.testing.assert_array_equal(decoded, logits[0])
