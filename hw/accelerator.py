@@ -146,6 +146,10 @@ class _Core(wiring.Component):
         m.submodules.wmem, m.submodules.pmem, m.submodules.smem = wmem, pmem, smem
         m.submodules.prog, m.submodules.pix = prog, pix
         w_rd, w_wr = wmem.read_port(), wmem.write_port()
+        # One address for both weight ports (loads and passes never overlap), and no read while
+        # writing: a single-port RAM, so an iCE40 maps the weights to SPRAM.
+        w_addr, w_load_addr = Signal(WAW), Signal(WAW)
+        m.d.comb += [w_rd.addr.eq(w_addr), w_wr.addr.eq(w_addr), w_rd.en.eq(~w_wr.en)]
         p_rd, p_wr = pmem.read_port(), pmem.write_port()
         s_rd, s_wr = smem.read_port(), smem.write_port()
         g_rd, g_wr = prog.read_port(), prog.write_port(granularity=32)
@@ -263,10 +267,6 @@ class _Core(wiring.Component):
         limits = isa.field_limits(cfg)
         out_of_range = Signal()  # the entry completing now holds a field outside `limits`
 
-        def outside(value, name):
-            lo, hi = limits[name]
-            return (value > hi) | (value < lo) if lo else value > hi
-
         def fail(code):
             return [error.eq(code), bad.eq(1), in_body.eq(0), discard.eq(~ld.payload.last)]
 
@@ -276,19 +276,27 @@ class _Core(wiring.Component):
         # Range check of the 32-bit field completing at this byte (descriptor or global
         # record), against `isa.field_limits`; decoded once, outside the parser's branches.
         field = entry_word(4)[:32]
-        desc_bad = Signal()
-        glob_bad = Signal()
+        # The field's limits come from a small table indexed by the field number, and one
+        # pair of comparators checks them: far fewer LUTs than a comparator pair per field.
+        desc_lo, desc_hi = Signal(32), Signal(32)
+        glob_lo, glob_hi = Signal(32), Signal(32)
         with m.Switch(nent[:6]):
             for i, name in enumerate(isa.DESC_FIELDS):
                 with m.Case(i):
-                    m.d.comb += desc_bad.eq(outside(field, name))
-        # pack * T (T is loaded before pack) by shift-and-add: at most `lanes`.
-        pack_lanes = sum(Mux(field[j], g_T << j, 0) for j in range(len(g_pack)))
+                    m.d.comb += [desc_lo.eq(limits[name][0]), desc_hi.eq(limits[name][1])]
         with m.Switch(nent[:3]):
             for i, name in enumerate(isa.GLOBAL_FIELDS):
                 with m.Case(i):
-                    m.d.comb += glob_bad.eq(outside(field, name)
-                                            | ((pack_lanes > L) if name == "pack" else 0))
+                    m.d.comb += [glob_lo.eq(limits[name][0]), glob_hi.eq(limits[name][1])]
+        is_desc = rtype == isa.REC_DESC
+        lo_sel = Mux(is_desc, desc_lo, glob_lo)
+        hi_sel = Mux(is_desc, desc_hi, glob_hi)
+        # pack * T (T is loaded before pack) by shift-and-add: at most `lanes`.
+        pack_lanes = sum(Mux(field[j], g_T << j, 0) for j in range(len(g_pack)))
+        pack_field = nent[:3] == isa.GLOBAL_FIELDS.index("pack")
+        field_bad = (field > hi_sel) | (field < lo_sel)
+        desc_bad = field_bad
+        glob_bad = field_bad | (pack_field & (pack_lanes > L))
         m.d.comb += out_of_range.eq(Mux(rtype == isa.REC_DESC, desc_bad,
                                         (rtype == isa.REC_GLOBAL) & glob_bad))
 
@@ -345,7 +353,7 @@ class _Core(wiring.Component):
                         with m.Switch(rtype):
                             with m.Case(isa.REC_WEIGHT):
                                 word = entry_word(R)
-                                m.d.comb += [w_wr.addr.eq(addr), w_wr.en.eq(1),
+                                m.d.comb += [w_load_addr.eq(addr), w_wr.en.eq(1),
                                              w_wr.data.eq(Cat(*[word[8 * r:8 * r + WB]
                                                                 for r in range(R)]))]
                                 m.d.comb += done.eq(nent + 1 == count)
@@ -550,7 +558,7 @@ class _Core(wiring.Component):
         # A paired step's second run follows the column run through the taps.
         m.d.comb += [col_addr.eq(s1.col_t + step.col + s1.tap_off),
                      row_addr.eq(s1.row_t + step.row + Mux(step.pair, s1.tap_off, 0)),
-                     w_rd.addr.eq(s1.w_t + step.w + s1.tap)]
+                     w_addr.eq(Mux(w_wr.en, w_load_addr, s1.w_t + step.w + s1.tap))]
         dump_addr = Signal(AW)
         mp_addr = Signal(AW)
         mp_active = Signal()
