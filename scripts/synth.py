@@ -209,6 +209,7 @@ def synth_board(board_name: str, *, seed: int = DEFAULT_SEED, out: str | Path = 
     platform = board.platform()
     plan = platform.prepare(
         top, name="top", synth_opts=board.synth_opts,
+        script_after_read=board.after_read or "# (nothing after read)",
         script_after_synth="; ".join(filter(None, [board.after_synth,
                                                    "tee -q -o synth_stat.json stat -json"])),
         nextpnr_opts=f"--seed {seed} --report pnr_report.json --timing-allow-fail")

@@ -55,6 +55,8 @@ class Board:
     synth_opts: str = ""
     #: Yosys commands right after synth_<family> (before the statistics are taken).
     after_synth: str = ""
+    #: Yosys commands right after the design is read (before synth_<family>).
+    after_read: str = ""
     #: How to put the bitstream on the board (for the README and the report).
     program: str = ""
     #: How the host reaches the serial port.
@@ -175,6 +177,9 @@ BOARDS = {
         baud=1_000_000, request_io=_icebreaker_io, drive_leds=_icebreaker_leds,
         extra_resources=tuple(ICEBreakerPlatform.break_off_pmod),
         synth_opts="-dsp -spram",
+        # Amaranth gives every memory a (zero) initial value and SPRAM has none; the weights
+        # are always loaded before use, so drop theirs and let Yosys map them to SPRAM.
+        after_read=r"delete t:$meminit_v2 r:MEMID=\\wmem %i",
         program="iceprog build/synth/icebreaker/top.bin",
         serial="FTDI channel B: /dev/ttyUSB1 (Linux), 1 Mbaud 8N1",
     ),
