@@ -6,11 +6,13 @@
 Data path of an array pass (one reduction step per cycle, three pipeline stages):
 
     stage 0  loop counters (group > row group > column tile > step > tap); step memory address
-    stage 1  step word -> activation run-read addresses (port A: columns, port B: rows),
-             weight address; column masks (grid end, 3x3 zero padding) and edge reads (a 3x3
-             window crossing into the next lane group's band reads the word `band` away)
-    stage 2  bank rotation, edge lane shifts, row-operand lane-group rotation (attention across
-             bands), lane masks, PE array accumulate; a tile's last step loads the shadow
+    stage 1  step word -> activation run-read addresses (port A: columns, port B: rows, or a
+             paired step's second operand run), weight address; column masks (grid end, 3x3
+             zero padding) and edge reads (a 3x3 window crossing into the next lane group's
+             band reads the word `band` away)
+    stage 2  bank rotation, edge lane shifts (both runs), row-operand lane-group rotation
+             (attention across bands), lane masks, PE array accumulate; a tile's last step
+             loads the shadow
     drain    one row (all columns) per cycle through `pe_cols` LIF units, or one bit-plane per
              cycle for raw integer outputs, or a logit per row for the head; writes one run of
              `pe_cols` words per cycle while the next tile accumulates
