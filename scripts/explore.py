@@ -8,8 +8,9 @@ For every hardware point the sweep
 1. synthesises the board bridge (UART, host link, accelerator) with the point's array for the
    chosen device (Yosys `synth_ecp5`/`synth_ice40`, cell counts from `stat -json`) and places
    places it with nextpnr (fixed seed, `--report`) for the Fmax: a post-placement estimate
-   (`--no-route`), because routing a failing-timing array takes nextpnr 10+ minutes per
-   point; `make synth` routes the board builds and reports the routed Fmax;
+   (`--no-route --no-tmdriv`, read from nextpnr's log), because routing a failing-timing array
+   takes nextpnr 10+ minutes per point and a timing-driven placement twice as long as this;
+   `make synth` routes the board builds and reports the routed Fmax;
 2. compiles every workload onto the point and reads cycles per inference and PE utilization
    from the cycle model (`pysim.cycles`, which equals the RTL cycle for cycle);
 3. derives inferences/s and GSOP/s at that Fmax (synaptic operations per inference from the
@@ -39,6 +40,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -235,11 +237,17 @@ def synthesize(config: ArrayConfig, device: str, work: Path) -> dict:
     counts = parse_yosys_stat(json.loads((work / "stat.json").read_text()), family)
     allow = "--pcf-allow-unconstrained" if family == "ice40" else "--lpf-allow-unconstrained"
     start = time.monotonic()
+    # Placement only and not timing-driven: the simulated-annealing refinement of a
+    # timing-driven placement takes nextpnr 4-7 minutes per point here, about twice this.
     _run([f"nextpnr-{family}", *spec["nextpnr"], "--json", "top.json", allow,
           "--freq", f"{config.clock_hz / 1e6:g}", "--seed", str(SEED),
-          "--report", "pnr.json", "--no-route", "--timing-allow-fail"], work, env, "nextpnr.log")
+          "--report", "pnr.json", "--no-route", "--no-tmdriv", "--timing-allow-fail"],
+         work, env, "nextpnr.log")
     pnr_seconds = time.monotonic() - start
-    resources, clocks = parse_pnr_report(json.loads((work / "pnr.json").read_text()), family)
+    report = json.loads((work / "pnr.json").read_text())
+    if not report.get("fmax"):  # without routing the JSON report holds no clocks; the log does
+        report["fmax"] = placed_fmax((work / "nextpnr.log").read_text())
+    resources, clocks = parse_pnr_report(report, family)
     return {
         "lut": resources["lut"]["used"],
         "lut_available": resources["lut"]["available"],
@@ -250,6 +258,17 @@ def synthesize(config: ArrayConfig, device: str, work: Path) -> dict:
         "synthesis": counts,
         "seconds": {"yosys": round(synth_seconds, 1), "nextpnr": round(pnr_seconds, 1)},
     }
+
+
+FMAX_LINE = re.compile(r"Max frequency for clock '([^']+)': ([0-9.]+) MHz \((?:PASS|FAIL) at "
+                       r"([0-9.]+) MHz\)")
+
+
+def placed_fmax(log: str) -> dict:
+    """The last `Max frequency for clock` estimate of every clock in a nextpnr log, in the
+    JSON report's shape ({clock: {"achieved": MHz, "constraint": MHz}})."""
+    return {clock: {"achieved": float(achieved), "constraint": float(constraint)}
+            for clock, achieved, constraint in FMAX_LINE.findall(log)}
 
 
 def cycles_for(point: Point, workload: str) -> dict:

@@ -93,6 +93,20 @@ def test_rows_give_throughput_at_fmax():
     assert rows[1]["inferences_per_s"] is None and rows[1]["note"] == "too big"
 
 
+def test_placed_fmax_is_read_from_the_nextpnr_log():
+    from scripts.synth import parse_pnr_report
+
+    log = ("Info: Max frequency for clock '$glbnet$clk': 9.50 MHz (FAIL at 20.00 MHz)\n"
+           "Info: Max frequency for clock '$glbnet$clk': 21.91 MHz (PASS at 20.00 MHz)\n")
+    fmax = explore.placed_fmax(log)
+    assert fmax == {"$glbnet$clk": {"achieved": 21.91, "constraint": 20.0}}
+    _, clocks = parse_pnr_report({"utilization": {}, "fmax": fmax}, "ecp5")
+    assert clocks["$glbnet$clk"]["meets"]
+    with pytest.raises(ValueError, match="no timed clock"):
+        parse_pnr_report({"utilization": {}, "fmax": explore.placed_fmax("Info: done\n")},
+                         "ecp5")
+
+
 def test_pareto_front():
     points = [(100, 50), (200, 20), (150, 60), (300, 20), (50, 500)]
     assert sorted(explore.pareto_front(points)) == [0, 1, 4]
