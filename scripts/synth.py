@@ -4,7 +4,8 @@
     python -m scripts.synth --board icebreaker --synth-only  # Yosys only: fast fit check (CI)
 
 Steps (each logged with its time): 1 elaborate the board top and write the build plan
-(Amaranth), 2 synthesise (Yosys), 3 place and route (nextpnr, fixed seed, `--report`),
+(Amaranth), 2 synthesise (Yosys), 3 place and route (nextpnr, fixed seed, `--report`, the
+board's `pnr_opts`, e.g. router2 on the ULX3S),
 4 pack the bitstream, 5 write `build/synth/<board>/report.json`. The tools are the YoWASP
 builds named by the `YOSYS`, `NEXTPNR_*`, `ICEPACK`/`ECPPACK` variables (the Makefile sets them;
 this script defaults to the same), and they only see relative paths, so every tool runs inside
@@ -190,6 +191,13 @@ def check_fit(counts: dict, device: str) -> list[str]:
     return over
 
 
+def nextpnr_options(board, seed: int) -> str:
+    """nextpnr's options: fixed seed, JSON report, a bitstream even when timing fails, and the
+    board's own options (`Board.pnr_opts`, e.g. the router)."""
+    return " ".join(filter(None, [f"--seed {seed} --report pnr_report.json --timing-allow-fail",
+                                  board.pnr_opts]))
+
+
 def synth_board(board_name: str, *, seed: int = DEFAULT_SEED, out: str | Path = "build/synth",
                 config: ArrayConfig | None = None, synth_only: bool = False,
                 core=None) -> dict:
@@ -212,7 +220,7 @@ def synth_board(board_name: str, *, seed: int = DEFAULT_SEED, out: str | Path = 
         script_after_read=board.after_read or "# (nothing after read)",
         script_after_synth="; ".join(filter(None, [board.after_synth,
                                                    "tee -q -o synth_stat.json stat -json"])),
-        nextpnr_opts=f"--seed {seed} --report pnr_report.json --timing-allow-fail")
+        nextpnr_opts=nextpnr_options(board, seed))
     plan.extract(str(build_dir))
     commands = json.loads((build_dir / "build_top.json").read_text())["commands"]
     times["elaborate"] = time.monotonic() - start
@@ -241,6 +249,7 @@ def synth_board(board_name: str, *, seed: int = DEFAULT_SEED, out: str | Path = 
         },
         "synthesis": counts,
         "nextpnr_seed": seed,
+        "nextpnr_opts": board.pnr_opts,
     }
     over = check_fit(counts, platform.device)
     report["fits"] = not over

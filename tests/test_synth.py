@@ -97,6 +97,13 @@ def test_resolve_command_uses_the_tool_variables():
     assert synth.resolve_command(["icepack", "a"], {}) == ["icepack", "a"]
 
 
+def test_nextpnr_options_add_the_boards_own():
+    assert synth.nextpnr_options(get_board("icebreaker"), 3) == (
+        "--seed 3 --report pnr_report.json --timing-allow-fail")
+    # router1 had not routed the ULX3S's 4x8x4 in 38 min; router2 takes about 5 min.
+    assert synth.nextpnr_options(get_board("ulx3s-85f"), 1).endswith(" --router router2")
+
+
 @pytest.mark.parametrize("f_in, f_out", [(12e6, 24e6), (12e6, 18e6), (12e6, 36e6)])
 def test_ice40_pll_settings_give_the_frequency(f_in, f_out):
     pll = pll_ice40(f_in, f_out)

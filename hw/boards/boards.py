@@ -57,6 +57,8 @@ class Board:
     after_synth: str = ""
     #: Yosys commands right after the design is read (before synth_<family>).
     after_read: str = ""
+    #: Extra nextpnr options (after the seed/report/timing options `scripts/synth.py` gives).
+    pnr_opts: str = ""
     #: How to put the bitstream on the board (for the README and the report).
     program: str = ""
     #: How the host reaches the serial port.
@@ -169,6 +171,11 @@ def _orangecrab_leds(platform, m, leds):
 _ECP5_SYNTH = "-run begin:map_luts"
 ECP5_LUT_MAPPING = ("techmap -map +/lattice/latches_map.v; abc -lut 4 -dress; clean; "
                     "synth_ecp5 -top top -run map_cells:")
+#: nextpnr-ecp5's router for the ULX3S. Its default router (router1) had not finished the 4x8x4
+#: after 38 min; router2 routes it in 287-323 s (whole build ~14 min). The OrangeCrab keeps
+#: router1 (seed 1, 4x4x4 at 24 MHz): router1 took 1,273 s (build 27 min) and reached 26.66 MHz,
+#: router2 took 222 s (build 9.5 min) but reached only 23.16 MHz.
+_ECP5_PNR = "--router router2"
 
 BOARDS = {
     "icebreaker": Board(
@@ -183,11 +190,13 @@ BOARDS = {
         program="iceprog build/synth/icebreaker/top.bin",
         serial="FTDI channel B: /dev/ttyUSB1 (Linux), 1 Mbaud 8N1",
     ),
+    # hw/boards/ulx3s-85f.json: 4x8x4 at 15 MHz. At 20 MHz the routed design (router2, seed 1)
+    # reached 16.74 MHz; 15 MHz is the next PLL frequency with an exact 1 Mbaud divisor.
     "ulx3s-85f": Board(
         name="ulx3s-85f", title="ULX3S 85F (LFE5U-85F-6BG381C)",
         platform_class=ULX3S_85F_Platform, family="ecp5", clock=("clk25", 25e6),
         baud=1_000_000, request_io=_ulx3s_io, drive_leds=_ulx3s_leds,
-        synth_opts=_ECP5_SYNTH, after_synth=ECP5_LUT_MAPPING,
+        synth_opts=_ECP5_SYNTH, after_synth=ECP5_LUT_MAPPING, pnr_opts=_ECP5_PNR,
         program="openFPGALoader -b ulx3s build/synth/ulx3s-85f/top.bit",
         serial="FTDI FT231X: /dev/ttyUSB0 (Linux), 1 Mbaud 8N1",
         bitstream="top.bit",
