@@ -6,7 +6,7 @@ Every layer becomes one or more passes (see `hw/isa.py`):
 |---|---|
 | conv 3x3 / 1x1 | one: weights from memory, a step per input plane-channel, 9 or 1 taps |
 | lif, sew_add, ms_add, iand | one depthwise pass: identity weights, a step per (row, plane) |
-| maxpool | one pass of the serial max-pool engine |
+| maxpool | one pass: the array's loops and reads, an OR instead of the PE array |
 | ssa | transpose v; A^T = k^T q per head (multi-bit); y = LIF(A^T-planes AND v^T) |
 | sdsa | k AND v; transpose; per-channel sum + LIF (gate); q AND gate |
 | head | a 1x1 pass whose drain sums columns and lanes into logits |
@@ -117,11 +117,14 @@ class CompiledNetwork:
     """The load image and the host-side codecs of one model on one configuration."""
 
     def __init__(self, model: IntModel, config: ArrayConfig, pack: int | None = None,
-                 pair: bool = True):
+                 pair: bool | None = None):
+        if pair and not config.paired_steps:
+            raise ValueError(f"pair = True needs an array with paired_steps; {config.name} has "
+                             "none")
         self.model = model
         self.config = config
         self.requested_pack = pack
-        self.pair = pair
+        self.pair = config.paired_steps if pair is None else pair
         self.passes: list[Pass] = []
         self.weights: list[list[int]] = []
         self.params: list[tuple[int, int]] = []
@@ -263,13 +266,14 @@ class CompiledNetwork:
 
 
 def compile_network(model: IntModel, config: ArrayConfig, *,
-                    pack: int | None = None, pair: bool = True) -> CompiledNetwork:
+                    pack: int | None = None, pair: bool | None = None) -> CompiledNetwork:
     """Compile `model` for `config`; raises `DoesNotFit` naming the layer and the limit.
 
-    `pack` (lane groups per word) defaults to the most the lanes and grids allow; pass 1 to
-    leave the spare lanes idle when T < lanes (for comparisons). `pair` (default) issues two
-    bit-planes or operands per reduction step where a layer has them (multi-bit inputs,
-    elementwise sums); `pair=False` issues one per step (for comparisons)."""
+    `pack` (lane groups per word) defaults to the most the lanes and grids allow (1 on an
+    array without `lane_packing`); pass 1 to leave the spare lanes idle when T < lanes (for
+    comparisons). `pair` (default: the array's `paired_steps`) issues two bit-planes or
+    operands per reduction step where a layer has them (multi-bit inputs, elementwise sums);
+    `pair=False` issues one per step (for comparisons)."""
     return CompiledNetwork(model, config, pack, pair)
 
 
@@ -302,11 +306,13 @@ class _Builder:
         splits into `pack` bands of whole rows; a 3x3 conv's band is a multiple of pe_cols
         words (edge reads shift whole bank runs); a max-pool maps whole bands to bands."""
         model = self.model
-        best = self.L // model.T
+        best = self.L // model.T if self.cfg.lane_packing else 1
         if self.net.requested_pack is not None:
             if not 1 <= self.net.requested_pack <= best:
+                allowed = (f"1 .. lanes // T = {best}" if self.cfg.lane_packing
+                           else "1 (the array has no lane_packing)")
                 self.fail(model.layers[0].name, f"pack = {self.net.requested_pack} is not in "
-                          f"1 .. lanes // T = {best}")
+                          f"{allowed}")
             best = self.net.requested_pack
         for k in range(best, 1, -1):
             ok = all(spec.positions % k == 0 for spec in model.tensors.values())
@@ -316,7 +322,8 @@ class _Builder:
                 if layer.kind == "conv" and layer.params.get("kernel") == 3:
                     ok &= H % k == 0 and (spec.positions // k) % self.C == 0
                 elif layer.kind == "maxpool":
-                    ok &= H % 2 == 0 and (H // 2) % k == 0
+                    # whole output rows per band, and bands of whole bank runs (edge reads)
+                    ok &= H % 2 == 0 and (H // 2) % k == 0 and (spec.positions // k) % self.C == 0
             if ok:
                 return k
         return 1
@@ -366,8 +373,9 @@ class _Builder:
         d.update(op=isa.OP_ARRAY, groups=1, taps=1, out_planes=1, par_rg=self.R,
                  col_ct=self.C, out_ct=self.C)
         d.update(fields)
-        d["rgs"] = _ceil(d["rows"], self.R) if d["op"] == isa.OP_ARRAY else 0
-        d["cts"] = _ceil(d["cols"], self.C) if d["op"] == isa.OP_ARRAY else 0
+        if d["op"] == isa.OP_ARRAY:
+            d["rgs"] = _ceil(d["rows"], self.R)
+            d["cts"] = _ceil(d["cols"], self.C)
         return d
 
     def paired(self, ops, desc: dict) -> list[tuple]:
@@ -564,12 +572,23 @@ class _Builder:
         dst = self.new_tensor(layer.output, out, layer.name)
         C, H, W = xin.shape
         band = self.band(H * W)
-        d = self.desc(op=isa.OP_MAXPOOL, groups=C, col_base=src, col_g=band, out_base=dst,
-                      out_row=self.band(out.positions), mp_h=H // self.k, mp_w=W,
-                      mp_ho=out.shape[1] // self.k, mp_wo=out.shape[2],
+        # Per band: input rows H / pack, output rows Ho / pack; a chunk of K outputs of a row
+        # per tile, S run reads per window row (see isa.OP_MAXPOOL).
+        K, S = isa.maxpool_chunk(self.C)
+        Wo = out.shape[2]
+        chunks = _ceil(Wo, K)
+        steps = [(ky * W + seg * self.C, 0, 0, ky | seg << 2, 0)
+                 for ky in range(3) for seg in range(S)]
+        act = self.cfg.act_depth * self.C
+        d = self.desc(op=isa.OP_MAXPOOL, groups=C, rgs=out.shape[1] // self.k, cts=chunks,
+                      steps=len(steps), col_base=(src - W - 1) % act, col_g=band,
+                      col_rg=2 * W, col_ct=2 * K, out_base=dst,
+                      out_g=self.band(out.positions), out_rg=Wo, out_ct=K,
+                      mp_last=Wo - (chunks - 1) * K,
+                      mp_odd=(H // self.k) % 2 | (W % 2) << 1,
                       band=band if self.k > 1 else 0, dump_base=dst,
                       dump_words=self.tensor_words(out))
-        self.add_pass(layer, d, [], [], dump=layer.output)
+        self.add_pass(layer, d, steps, [], dump=layer.output)
 
     def depthwise(self, layer: Layer, operands, mode, oplanes, params, out_name, out_base,
                   channels, P, row=None, dump=True):

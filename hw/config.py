@@ -52,6 +52,21 @@ class ArrayConfig:
     max_payload: int = 256
     #: Target clock frequency in Hz (used for inferences per second in reports).
     clock_hz: int = 50_000_000
+    #: Paired reduction steps: a second operand run through the row port per step (two
+    #: bit-planes of a multi-bit input, or two operands of an elementwise sum, per cycle).
+    #: Off, every PE lane selects one operand instead of one of three, and bit-serial layers
+    #: take one step per plane: a smaller array (about one LUT per accumulator bit) that is
+    #: slower on multi-bit inputs.
+    paired_steps: bool = True
+    #: Lane packing: when T < lanes, the spare lanes of a word carry other positions of the
+    #: same channel (edge reads across bands, lane-group rotation in attention). Off, they idle,
+    #: and the edge-read and rotation logic is not built.
+    lane_packing: bool = True
+    #: Double-buffered accumulators: a tile's sums move to a shadow bank that the drain reads
+    #: while the next tile accumulates. Off, the drain reads the working accumulators and the
+    #: next tile waits for it: one register per accumulator bit less (on iCE40 one logic cell
+    #: less), a drain's cycles more per tile.
+    double_buffer: bool = True
 
     def __post_init__(self):
         def need(cond: bool, field: str, allowed: str):
@@ -61,10 +76,12 @@ class ArrayConfig:
                 )
 
         for f in fields(self):
-            if f.name == "name":
-                continue
             value = getattr(self, f.name)
-            need(isinstance(value, int) and not isinstance(value, bool), f.name, "an integer")
+            if f.type in ("bool", bool):
+                need(isinstance(value, bool), f.name, "true or false")
+            elif f.name != "name":
+                need(isinstance(value, int) and not isinstance(value, bool), f.name,
+                     "an integer")
         need(isinstance(self.name, str) and self.name.isidentifier(), "name",
              "an identifier (letters, digits, underscore)")
         need(1 <= self.pe_rows <= 64, "pe_rows", "1 .. 64")

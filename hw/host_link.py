@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from amaranth.back import verilog
-from amaranth.hdl import Cat, Const, Elaboratable, Module, ResetInserter, Signal, unsigned
+from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, ResetInserter, Signal, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -120,8 +120,10 @@ class HostLink(wiring.Component):
         if self.max_payload < STATUS_BYTES:
             raise ValueError(f"max_payload {self.max_payload} cannot hold a STATUS response "
                              f"({STATUS_BYTES} bytes)")
-        self.queue_depth = queue_depth or _pow2_at_least(4 * self.max_payload)
-        self.result_depth = result_depth or _pow2_at_least(4 * self.max_payload)
+        # Two frames of room each way: the next input streams in while one is computed, and a
+        # READ never finds fewer bytes waiting than a frame holds (EBRs are scarce on iCE40).
+        self.queue_depth = queue_depth or _pow2_at_least(2 * self.max_payload)
+        self.result_depth = result_depth or _pow2_at_least(2 * self.max_payload)
         for name in ("queue_depth", "result_depth"):
             value = getattr(self, name)
             if value & (value - 1) or value < self.max_payload or value > 0xFFFF:
@@ -217,21 +219,26 @@ class HostLink(wiring.Component):
         # ---- decoder -----
         rx = self.rx
         byte = rx.payload
+        # One CRC register and one byte unit for both directions: a response is only encoded
+        # while the decoder waits for it (`crc_tx`: the byte is the one being sent).
         crc = Signal(16)
-        crc_next = _crc16_byte(crc, byte)
+        crc_tx = Signal()
+        crc_next = _crc16_byte(crc, Mux(crc_tx, self.tx.payload.data, byte))
         cmd = Signal(8)
         length = Signal(16)
-        remaining = Signal(16)
+        remaining = Signal((max_payload + 1).bit_length())  # a checked length: <= max_payload
         arg = Signal(16)  # the last two payload bytes, little-endian (READ's byte count)
         space_ok = Signal()
-        idle = Signal(range(self.timeout_cycles + 1))
+        # One counter for the frame timeout (idle cycles inside a frame) and the waits outside
+        # frames (CLEAR, DRAIN, SETTLE): the decoder is in one or the other.
+        idle = Signal(range(max(self.timeout_cycles, self.settle_cycles) + 1))
+        wait = idle
         seg_left = Signal(15)
         seg_more = Signal()
         seg_state = Signal(2)  # 0: header low byte, 1: header high byte, 2: data
         seg_bad = Signal()
         verdict = Signal(8)
         kind = Signal(3)  # response payload: 0 status only, 1 STATUS, 2 queue free, 3 READ
-        wait = Signal(range(max(self.timeout_cycles, self.settle_cycles) + 1))
         tx_start = Signal()
         tx_done = Signal()
 
@@ -262,9 +269,10 @@ class HostLink(wiring.Component):
             m.d.sync += wr_tmp.eq(wr_tmp + 1)
 
         in_frame = Signal()
+        hunting = Signal()
         with m.If(in_frame & ~rx.valid):
             m.d.sync += idle.eq(idle + 1)
-        with m.Else():
+        with m.Elif(in_frame | hunting):
             m.d.sync += idle.eq(0)
         timed_out = in_frame & (idle == self.timeout_cycles - 1)
 
@@ -278,7 +286,7 @@ class HostLink(wiring.Component):
 
         with m.FSM(name="decoder"):
             with m.State("HUNT"):
-                m.d.comb += rx.ready.eq(1)
+                m.d.comb += [rx.ready.eq(1), hunting.eq(1)]
                 with m.If(rx.valid & (byte == SOF)):
                     m.d.sync += [crc.eq(0xFFFF), seg_state.eq(0), seg_bad.eq(0)]
                     m.next = "CMD"
@@ -405,11 +413,12 @@ class HostLink(wiring.Component):
 
         # ---- encoder -----
         tx = self.tx
-        tcrc = Signal(16)
-        resp_len = Signal(16)
-        resp = Signal(8 * STATUS_BYTES)  # snapshot of the fixed payload bytes
-        pidx = Signal(16)
-        read_n = Signal(16)
+        tcrc = crc
+        # Response lengths and byte indices: at most a frame's payload.
+        LW = (max_payload + 1).bit_length()
+        resp_len = Signal(LW)
+        pidx = Signal(LW)
+        read_n = Signal(LW)
         ends = Signal(8)
         status_byte = Signal(8)
         # The response status: the decoder's verdict when it rejected the frame, else the
@@ -420,11 +429,20 @@ class HostLink(wiring.Component):
         flags = Cat(core.status.ready, core.status.busy, queue_idle, Const(0, 5))
         avail = Signal(16)
         m.d.comb += avail.eq(results.r_level)
-        snapshot = Cat(status_byte, flags, Const(LINK_VERSION, 8), queue_free, avail,
-                       results_done, busy_cycles,
-                       Const(max_payload, 16), Const(self.queue_depth, 16),
-                       Const(self.result_depth, 16))
-        short = Cat(status_byte, queue_free)  # LOAD/INFER/READ start: status, queue free
+        # A snapshot of the values a response reports, taken as it starts, so multi-byte
+        # values cannot tear while the bytes go out (the constants are not stored).
+        live = Cat(status_byte, flags, queue_free, avail, results_done, busy_cycles)
+        resp = Signal(len(live))
+        resp_bytes = [resp[8 * i:8 * i + 8] for i in range(len(live) // 8)]
+        # STATUS: status, flags, version, queue_free u16, results_level u16, results_done u32,
+        # busy_cycles u32, max_payload u16, queue_depth u16, result_depth u16.
+        status_payload = (resp_bytes[:2] + [Const(LINK_VERSION, 8)] + resp_bytes[2:]
+                          + [Const(v >> (8 * i) & 0xFF, 8)
+                             for v in (max_payload, self.queue_depth, self.result_depth)
+                             for i in range(2)])
+        assert len(status_payload) == STATUS_BYTES
+        # The other responses start: status, queue_free u16.
+        short_payload = [resp_bytes[0]] + resp_bytes[2:4]
         limit = Signal(16)
         m.d.comb += limit.eq(max_payload - 4)
         n_expr = Signal(16)
@@ -435,25 +453,33 @@ class HostLink(wiring.Component):
         with m.Else():
             m.d.comb += n_expr.eq(avail)
 
+        # One CRC unit for the whole response: it follows the bytes actually sent, from the
+        # command to the last payload byte (`crc_on`), whatever state chose them.
+        crc_on = Signal()
+        m.d.comb += crc_tx.eq(crc_on)
+        with m.If(crc_on & tx.valid & tx.ready):
+            m.d.sync += tcrc.eq(crc_next)
+
         def send(value, nxt, last=0):
-            m.d.comb += [tx.valid.eq(1), tx.payload.data.eq(value), tx.payload.last.eq(last)]
+            m.d.comb += [tx.valid.eq(1), tx.payload.data.eq(value), tx.payload.last.eq(last),
+                         crc_on.eq(1)]
             with m.If(tx.ready):
-                m.d.sync += tcrc.eq(_crc16_byte(tcrc, value))
                 m.next = nxt
 
         with m.FSM(name="encoder"):
             with m.State("IDLE"):
                 with m.If(tx_start):
-                    m.d.sync += [tcrc.eq(0xFFFF), pidx.eq(0), ends.eq(0), read_n.eq(n_expr)]
+                    m.d.sync += [tcrc.eq(0xFFFF), pidx.eq(0), ends.eq(0), read_n.eq(n_expr),
+                                 resp.eq(live)]
                     with m.Switch(kind):
                         with m.Case(0):
-                            m.d.sync += [resp_len.eq(1), resp.eq(status_byte)]
+                            m.d.sync += resp_len.eq(1)
                         with m.Case(1):
-                            m.d.sync += [resp_len.eq(STATUS_BYTES), resp.eq(snapshot)]
+                            m.d.sync += resp_len.eq(STATUS_BYTES)
                         with m.Case(2):
-                            m.d.sync += [resp_len.eq(3), resp.eq(short)]
+                            m.d.sync += resp_len.eq(3)
                         with m.Case(3):
-                            m.d.sync += [resp_len.eq(n_expr + 4), resp.eq(short)]
+                            m.d.sync += resp_len.eq(n_expr + 4)
                     m.next = "SOF"
             with m.State("SOF"):
                 m.d.comb += [tx.valid.eq(1), tx.payload.data.eq(SOF)]
@@ -464,7 +490,7 @@ class HostLink(wiring.Component):
             with m.State("LEN0"):
                 send(resp_len[:8], "LEN1")
             with m.State("LEN1"):
-                send(resp_len[8:], "BODY")
+                send(resp_len >> 8, "BODY")
             with m.State("BODY"):
                 in_data = (kind == 3) & (pidx >= 3) & (pidx < read_n + 3)
                 is_ends = (kind == 3) & (pidx == read_n + 3)
@@ -475,10 +501,17 @@ class HostLink(wiring.Component):
                 with m.Elif(is_ends):
                     m.d.comb += [value.eq(ends), ok.eq(1)]
                 with m.Else():
-                    m.d.comb += [value.eq(resp.word_select(pidx[:5], 8)), ok.eq(1)]
-                m.d.comb += [tx.valid.eq(ok), tx.payload.data.eq(value)]
+                    m.d.comb += ok.eq(1)
+                    with m.Switch(Cat(pidx[:5], kind == 1)):
+                        for i, byte_ in enumerate(short_payload):
+                            with m.Case(i):
+                                m.d.comb += value.eq(byte_)
+                        for i, byte_ in enumerate(status_payload):
+                            with m.Case(32 + i):
+                                m.d.comb += value.eq(byte_)
+                m.d.comb += [tx.valid.eq(ok), tx.payload.data.eq(value), crc_on.eq(1)]
                 with m.If(tx.ready & ok):
-                    m.d.sync += [tcrc.eq(_crc16_byte(tcrc, value)), pidx.eq(pidx + 1)]
+                    m.d.sync += pidx.eq(pidx + 1)
                     with m.If(in_data):
                         m.d.comb += results.r_en.eq(1)
                         with m.If(results.r_data[8] & (ends != 0xFF)):

@@ -23,7 +23,12 @@ from __future__ import annotations
 
 # ---- pass kinds and modes --------------------------------------------------------------------
 OP_ARRAY = 0  #: PE-array pass
-OP_MAXPOOL = 1  #: serial 3x3/2 max-pool engine
+#: 3x3/2 max-pool on spikes: the array's loops and reads, an OR instead of the PE array. A tile
+#: is a chunk of `maxpool_chunk(pe_cols)[0]` outputs of one output row (group = channel, row
+#: group = output row, column tile = chunk); its steps are the run reads of the windows: step
+#: shift = window row ky | run segment << 2, step column offset = ky * W + segment * pe_cols
+#: from the chunk's first input column (input row 2 oy - 1, column 2 ox0 - 1).
+OP_MAXPOOL = 1
 
 OUT_LIF = 0  #: LIF over the T accumulated steps (membrane carried across steps)
 OUT_STEP = 1  #: per-step threshold (membrane reset every step): IAND, AND
@@ -45,8 +50,9 @@ DESC_FIELDS = (
     "par_base", "par_g", "par_rg",
     "out_base", "out_g", "out_rg", "out_ct", "out_row", "out_plane",
     "dump_base", "dump_words",
-    # max-pool engine: input grid and output grid (of one band)
-    "mp_h", "mp_w", "mp_ho", "mp_wo",
+    # max-pool passes: outputs in a row's last chunk; bit 0: input rows odd (a padding row
+    # below), bit 1: input columns odd (a padding column right)
+    "mp_last", "mp_odd",
     # positions per band of the pass's input grid when pack > 1 (edge reads), else 0
     "band",
 )
@@ -84,7 +90,7 @@ MAX_RECORD_ENTRIES = 255
 
 
 def maxpool_chunk(pe_cols: int) -> tuple[int, int]:
-    """The max-pool engine's chunk: (outputs per chunk, run reads per input row). A run of
+    """A max-pool tile: (outputs per chunk, run reads per input row). A run of
     `pe_cols` words covers the 2k + 1 input columns of k outputs of a 3x3/2 window."""
     k = max(1, (pe_cols - 1) // 2)
     return k, -(-(2 * k + 1) // pe_cols)
@@ -95,29 +101,81 @@ def word_bytes(lanes: int) -> int:
     return (lanes + 7) // 8
 
 
+#: Descriptor fields a program memory word holds: a descriptor is `desc_words()` words, read
+#: one per cycle when a pass starts.
+FIELDS_PER_WORD = 4
+assert FIELDS_PER_WORD & (FIELDS_PER_WORD - 1) == 0, "a power of two"
+
+
+def desc_words() -> int:
+    """Program memory words per descriptor."""
+    return -(-len(DESC_FIELDS) // FIELDS_PER_WORD)
+
+
+def _bits(n: int) -> int:
+    """Bits of an unsigned register that holds 0 .. n - 1 (at least 1)."""
+    return max(1, (n - 1).bit_length())
+
+
+#: Descriptor fields that count things (tiles, rows, positions, words) rather than address them.
+COUNT_FIELDS = ("groups", "rgs", "rows", "cts", "cols", "width", "lastrow", "dump_words")
+#: Fields that are activation addresses or strides of them.
+ACT_FIELDS = ("col_base", "col_g", "col_rg", "col_ct", "row_base", "row_g", "row_rg", "row_ct",
+              "out_base", "out_g", "out_rg", "out_ct", "out_row", "out_plane", "dump_base",
+              "band")
+
+
+def field_bits(config) -> dict:
+    """Width in bits of the register that holds each descriptor and global field on `config`
+    (the gateware's registers; `field_limits` keeps every value inside them)."""
+    act = config.act_depth * config.pe_cols
+    AW = _bits(act)
+    bits = {name: AW for name in ACT_FIELDS}
+    bits.update({name: AW + 1 for name in COUNT_FIELDS})
+    bits.update({name: _bits(config.weight_depth) for name in ("w_base", "w_g", "w_rg")})
+    bits.update({name: _bits(config.param_depth) for name in ("par_base", "par_g", "par_rg")})
+    bits.update(step_base=_bits(config.step_depth), steps=_bits(config.step_depth + 1),
+                op=1, taps=4, pad=1, col_mode=1, row_mode=1, out_mode=2,
+                out_planes=_bits(config.acc_bits + 2),
+                mp_last=_bits(maxpool_chunk(config.pe_cols)[0] + 1), mp_odd=2)
+    bits.update(n_pixels=_bits(config.input_depth), pixel_bits=4, T=_bits(config.lanes + 1),
+                in_base=AW, in_plane=AW, pack=_bits(config.lanes + 1))
+    return bits
+
+
+def field_width(config) -> int:
+    """Bits of one field lane of a program memory word (the widest descriptor field)."""
+    bits = field_bits(config)
+    return max(bits[name] for name in DESC_FIELDS)
+
+
 def field_limits(config) -> dict:
     """Allowed (lowest, highest) value of every descriptor and global field on `config`.
 
     The gateware checks each field as it loads (a value outside -> DOES_NOT_FIT) and the
     compiler asserts its own output against the same table, so the two cannot disagree.
-    Strides and bases are activation, weight, parameter or step addresses; counters are 16-bit.
+    Strides and bases are activation, weight, parameter or step addresses; counts are at most
+    the activation words. Without `lane_packing`, a word holds one lane group (`pack` 1, no
+    band); `row_mode` ROW_RUN needs `pe_rows <= pe_cols`.
     """
     act = config.act_depth * config.pe_cols
-    limits = {name: (0, act) for name in DESC_FIELDS}
+    limits = {name: (0, act - 1) for name in ACT_FIELDS}
+    limits.update({name: (0, act) for name in COUNT_FIELDS})
     limits.update(
-        op=(0, 1), groups=(1, 0xFFFF), rows=(0, 0xFFFF), rgs=(0, 0xFFFF), cts=(0, 0xFFFF),
+        op=(0, 1), groups=(1, act),
         steps=(0, config.step_depth), step_base=(0, config.step_depth - 1), taps=(1, 9),
         pad=(0, 1), col_mode=(0, 1), row_mode=(0, 1 if config.pe_rows <= config.pe_cols else 0),
-        out_mode=(0, 3), out_planes=(1, config.acc_bits + 1), mp_h=(0, 0xFFFF),
-        mp_w=(0, 0xFFFF), mp_ho=(0, 0xFFFF), mp_wo=(0, 0xFFFF))
-    for name in ("col_base", "col_g", "col_rg", "col_ct", "row_base", "row_g", "row_rg",
-                 "row_ct", "out_base", "out_g", "out_rg", "out_ct", "out_row", "out_plane",
-                 "dump_base", "band"):
-        limits[name] = (0, act - 1)
+        out_mode=(0, 3), out_planes=(1, config.acc_bits + 1),
+        mp_last=(0, maxpool_chunk(config.pe_cols)[0]), mp_odd=(0, 3))
     for name in ("w_base", "w_g", "w_rg"):
         limits[name] = (0, config.weight_depth - 1)
     for name in ("par_base", "par_g", "par_rg"):
         limits[name] = (0, config.param_depth - 1)
+    packs = config.lanes if config.lane_packing else 1
     limits.update(n_pixels=(1, config.input_depth - 1), pixel_bits=(1, 8), T=(1, config.lanes),
-                  in_base=(0, act - 1), in_plane=(0, act - 1), pack=(1, config.lanes))
+                  in_base=(0, act - 1), in_plane=(0, act - 1), pack=(1, packs))
+    if not config.lane_packing:
+        limits["band"] = (0, 0)
+    bits = field_bits(config)
+    assert all(hi < 1 << bits[name] for name, (_, hi) in limits.items())
     return limits

@@ -8,9 +8,10 @@ every T <= lanes and every threshold shift. The lanes hold groups of T time step
 positions when T < lanes): the membrane restarts at 0 on each lane set in `start` (every T-th
 lane); lanes not in `valid` (from pack * T up) output 0.
 
-Latency: combinational (a chain of `lanes` add/compare stages).
+Latency: combinational (a chain of `lanes` add/select stages).
 Throughput: one column (all lanes) per cycle.
-Cost: `lanes` adders and comparators of `membrane_bits`, no multipliers.
+Cost: per lane an `acc_bits + 1` bias adder, a `membrane_bits` adder and comparator; no
+multipliers.
 """
 
 from amaranth import Module, Mux, Signal, signed
@@ -32,25 +33,33 @@ class LifUnit(wiring.Component):
             "valid": In(L),
             "step": In(1),
             "spikes": Out(L),
+            #: x + bias per lane: the drain writes these as bit-planes for raw outputs, so
+            #: the bias adders are shared with the LIF.
+            "biased": Out(data.ArrayLayout(signed(config.acc_bits + 1), L)),
         })
 
     def elaborate(self, platform):
+        # Lane t's membrane is B[t-1] + X[t] halved, or X[t] halved after a reset (a spike, a
+        # step-mode lane, a group's first lane). Both are formed and the reset picks one, so
+        # lane t's adder starts from B[t-1] while lane t-1's comparator decides: the chain
+        # through the lanes is an adder and a mux per lane, not an adder, a comparator and a
+        # mux (the same logic, a shorter critical path).
         m = Module()
         L, M = self.config.lanes, self.config.membrane_bits
-        v = Signal(signed(M), name="v0")
-        m.d.comb += v.eq(0)
+        b_prev, reset_prev = None, None
         for t in range(L):
-            v = Mux(self.start[t], 0, v)
-            x = Signal(signed(self.config.acc_bits + 1), name=f"x{t}")
+            x = self.biased[t]
+            m.d.comb += x.eq(self.x[t] + self.bias)
             b = Signal(signed(M), name=f"b{t}")
+            alone = (x << L) >> 1  # the membrane from rest
+            if b_prev is None:
+                m.d.comb += b.eq(alone)
+            else:
+                carried = Signal(signed(M), name=f"carried{t}")
+                m.d.comb += carried.eq((b_prev + (x << L)) >> 1)
+                m.d.comb += b.eq(Mux(reset_prev | self.start[t], alone, carried))
             fired = Signal(name=f"fired{t}")
-            nv = Signal(signed(M), name=f"v{t + 1}")
-            m.d.comb += [
-                x.eq(self.x[t] + self.bias),
-                b.eq((v + (x << L)) >> 1),
-                fired.eq(b >= self.threshold),
-                self.spikes[t].eq(fired & self.valid[t]),
-                nv.eq(Mux(fired | self.step, 0, b)),
-            ]
-            v = nv
+            m.d.comb += [fired.eq(b >= self.threshold),
+                         self.spikes[t].eq(fired & self.valid[t])]
+            b_prev, reset_prev = b, fired | self.step
         return m

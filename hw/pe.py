@@ -2,9 +2,10 @@
 
 `PeArray` is `pe_rows x pe_cols` processing elements. Each PE has `lanes` accumulators, one per
 time step; all lanes of a row share one weight. Per cycle with `valid`, lane l of PE (r, c) adds
-`(-1)^neg * (weight[r] << shift)` when `rowop[r][l] AND colop[c][l]`, and in the same cycle
-`(-1)^neg2 * (weight[r] << shift2)` when `rowop[r][l] AND colop2[c][l]` (a *paired* step: two
-bit-planes or two operands per cycle; `colop2` is zero on a single step):
+`(-1)^neg * (weight[r] << shift)` when `rowop[r][l] AND colop[c][l]`, and, with
+`ArrayConfig.paired_steps`, in the same cycle `(-1)^neg2 * (weight[r] << shift2)` when
+`rowop[r][l] AND colop2[c][l]` (a *paired* step: two bit-planes or two operands per cycle;
+`colop2` is zero on a single step):
 
 - conv / linear: rowop all ones, colop = the input spikes (or one bit-plane of a multi-bit input,
   the weight shifted by the plane index);
@@ -15,15 +16,19 @@ bit-planes or two operands per cycle; `colop2` is zero on a single step):
   operands of an elementwise sum, so a bit-serial layer takes half the cycles. Each lane picks
   one of 0, t, t2 and t + t2, precomputed once per row: still no multiplier.
 
-`first` starts a new tile (accumulators restart from 0); with `last` the finished sums are copied
-into the shadow bank, so a drain can read them while the next tile accumulates (double-buffered
-accumulators).
+A tile ends with `last`: the finished sums are copied into the shadow bank, so a drain can read
+them while the next tile accumulates (double-buffered accumulators), and the working
+accumulators restart from 0 (a synchronous reset of their flip-flops, so no lane needs a mux
+for the first step of a tile). Without `ArrayConfig.double_buffer`, `shadow` is the working
+bank itself and `clear` (the drain's end) restarts it.
 
 Latency: 1 cycle (shadow holds a tile's sums the cycle after its `last` step).
 Throughput: one reduction step per cycle, `pe_rows * pe_cols * lanes` lane operations.
-Cost: `2 * pe_rows * pe_cols * lanes` registers of `acc_bits` (working + shadow), as many
-`acc_bits` adders with a 4-way operand select, `2 * pe_rows` barrel shifters of `weight_bits`
-by 0 .. 15 and `pe_rows` adders for t + t2; no multipliers.
+Cost: `2 * pe_rows * pe_cols * lanes` registers of `acc_bits` (working + shadow; half without
+double buffering), `pe_rows * pe_cols * lanes` `acc_bits` adders, each behind an AND (single
+steps) or a 4-way operand select (paired);
+per row one barrel shifter of `weight_bits` by 0 .. 15 and a conditional negation (two, and an
+adder for t + t2, when paired); no multipliers.
 """
 
 from amaranth import Cat, Module, Mux, Signal, signed
@@ -43,52 +48,65 @@ class PeArray(wiring.Component):
     def __init__(self, config: ArrayConfig):
         self.config = config
         R, C, L = config.pe_rows, config.pe_cols, config.lanes
-        super().__init__({
+        members = {
             "valid": In(1),
-            "first": In(1),
             "last": In(1),
             "weight": In(data.ArrayLayout(signed(config.weight_bits), R)),
             "shift": In(4),
             "neg": In(1),
-            "shift2": In(4),
-            "neg2": In(1),
             "rowop": In(data.ArrayLayout(L, R)),
             "colop": In(data.ArrayLayout(L, C)),
-            "colop2": In(data.ArrayLayout(L, C)),
             "shadow": Out(acc_layout(config)),
-        })
+        }
+        if config.paired_steps:
+            members.update(shift2=In(4), neg2=In(1), colop2=In(data.ArrayLayout(L, C)))
+        if not config.double_buffer:
+            members["clear"] = In(1)
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
         cfg = self.config
         R, C, L, A = cfg.pe_rows, cfg.pe_cols, cfg.lanes, cfg.acc_bits
+
+        def term(name, shift, neg, r):
+            """Row r's weight shifted and conditionally negated, once for the whole row."""
+            shifted = Signal(signed(A), name=f"w{name}{r}")
+            m.d.comb += shifted.eq(self.weight[r].as_signed() << shift)
+            value = Signal(signed(A), name=f"t{name}{r}")
+            m.d.comb += value.eq(Mux(neg, -shifted, shifted))
+            return value
+
         acc = Signal(acc_layout(cfg))
         nxt = Signal(acc_layout(cfg))
         lanes = []
         for r in range(R):
-            # One shifted, signed weight per row, shared by every column and lane.
-            shifted = Signal(signed(A), name=f"w{r}")
-            m.d.comb += shifted.eq(self.weight[r].as_signed() << self.shift)
-            term = Signal(signed(A), name=f"t{r}")
-            m.d.comb += term.eq(Mux(self.neg, -shifted, shifted))
-            shifted2 = Signal(signed(A), name=f"w2_{r}")
-            m.d.comb += shifted2.eq(self.weight[r].as_signed() << self.shift2)
-            term2 = Signal(signed(A), name=f"t2_{r}")
-            m.d.comb += term2.eq(Mux(self.neg2, -shifted2, shifted2))
-            both = Signal(signed(A), name=f"t12_{r}")
-            m.d.comb += both.eq(term + term2)
+            t1 = term("", self.shift, self.neg, r)
+            if cfg.paired_steps:
+                t2 = term("2_", self.shift2, self.neg2, r)
+                both = Signal(signed(A), name=f"t12_{r}")
+                m.d.comb += both.eq(t1 + t2)
             for c in range(C):
                 for lane in range(L):
                     gate = self.rowop[r][lane] & self.colop[c][lane]
-                    gate2 = self.rowop[r][lane] & self.colop2[c][lane]
-                    base = Mux(self.first, 0, acc[r][c][lane])
-                    add = Mux(gate2, Mux(gate, both, term2), Mux(gate, term, 0))
-                    lanes.append((base + add)[:A])
+                    if cfg.paired_steps:
+                        gate2 = self.rowop[r][lane] & self.colop2[c][lane]
+                        add = Mux(gate2, Mux(gate, both, t2), Mux(gate, t1, 0))
+                    else:
+                        add = Mux(gate, t1, 0)
+                    lanes.append((acc[r][c][lane] + add)[:A])
         # The whole array in three statements (one per lane would make elaboration of large
         # arrays slow); the logic is the same: R x C x L adders, working and shadow registers.
         m.d.comb += nxt.eq(Cat(*lanes))
         with m.If(self.valid):
             m.d.sync += acc.eq(nxt)
-            with m.If(self.last):
-                m.d.sync += self.shadow.eq(nxt)
+        # The restart as a reset with priority over the enable (not nested in it): Yosys then
+        # puts it on the flip-flops' synchronous reset instead of a LUT per accumulator bit.
+        if cfg.double_buffer:
+            with m.If(self.valid & self.last):
+                m.d.sync += [self.shadow.eq(nxt), acc.eq(0)]
+        else:
+            m.d.comb += self.shadow.eq(acc)
+            with m.If(self.clear):
+                m.d.sync += acc.eq(0)
         return m

@@ -6,16 +6,17 @@ tracing off and the results stream always ready (tests/test_hw_accelerator.py ch
 
 - unpack: `1 + words * (pack + pixel_bits)` cycles, `words = n_pixels / pack` (one cycle per
   pixel gathered into a word's lane groups, one per bit-plane word written);
-- each pass: 2 cycles to load its descriptor (one wide program word), one start cycle, one
-  end-of-pass cycle, and
-  - array pass: tiles issue one reduction step per cycle (`steps * taps` per tile); the last
-    step of a tile waits until the drain of the previous tile is idle (the pass ends one cycle
-    after the last drain); a drain takes
+- each pass: `1 + isa.desc_words()` cycles to load its descriptor (one program word of
+  `isa.FIELDS_PER_WORD` fields per cycle), one start cycle, one end-of-pass cycle, and
+  - array pass: one reduction step per cycle (`steps * taps` per tile) enters stage 1, the
+    first the cycle after START; the last step of a tile waits there until the drain of the
+    previous tile is over (single-buffered accumulators: the first step waits); a drain takes
     `1 + pe_rows * out_planes` cycles (head: `1 + pe_rows`, plus 4 per emitted logit) and
-    starts 3 cycles after its tile's last step issues;
-  - max-pool pass: 3 row reads (x `reads`) per chunk of `k` outputs of one output row, with
-    `(k, reads) = isa.maxpool_chunk(pe_cols)` (k = (pe_cols - 1) // 2, one read per row from
-    pe_cols = 4 up), plus a 2-cycle tail;
+    starts 2 cycles after its tile's last step leaves stage 1; the pass ends with its last
+    drain;
+  - max-pool pass: the array's loops without a drain: 3 row reads (x `reads`) per chunk of `k`
+    outputs of one output row, with `(k, reads) = isa.maxpool_chunk(pe_cols)`
+    (k = (pe_cols - 1) // 2, one read per row from pe_cols = 4 up), plus 2 pipeline cycles;
 - 1 cycle to return to idle.
 
 Utilization is reported two ways per layer (`CycleReport.layers`, `CycleReport.table`):
@@ -40,10 +41,9 @@ import numpy as np
 
 from hw import isa
 
-DESC_LOAD = 2  #: read the descriptor's program word, latch its fields
+DESC_LOAD = 1 + isa.desc_words()  #: read the descriptor's program words, one per cycle
 PASS_OVERHEAD = DESC_LOAD + 2  #: descriptor load, one start cycle, one end-of-pass cycle
-PIPE = 3  #: cycles from issuing a tile's last step to the first drain cycle
-MAXPOOL_TAIL = 2
+PIPE = 2  #: cycles from a tile's last step in stage 1 to its drain's first cycle
 
 
 @dataclass
@@ -72,40 +72,43 @@ def head_emits(config, desc, rgl) -> int:
 
 
 def array_pass_cycles(config, desc: dict) -> int:
-    """Cycles of one array pass after its descriptor is loaded, up to the drain's end."""
+    """Cycles of one array or max-pool pass after its START cycle, up to the drain's end.
+
+    Steps enter stage 1 one per cycle (the first one the cycle after START). With double
+    buffering a tile's last step waits in stage 1 until the previous tile's drain is over;
+    without, its first step does. A drain starts two cycles after its tile's last step leaves
+    stage 1. A max-pool pass has no drain: it ends when its last step has left stage 2.
+    """
     K = desc["steps"] * desc["taps"]
     R = config.pe_rows
-    t = 0  # cycle at which the next step would issue
-    drain_free = 0  # first cycle at which the drain is idle
-    end = 0
+    maxpool = desc["op"] == isa.OP_MAXPOOL
+    double = config.double_buffer
     head = desc["out_mode"] == isa.OUT_HEAD
+    t = 1  # cycle at which the next step would enter stage 1 (START is cycle 0)
+    drain_end = 0  # first cycle at which the drain is idle
+    last = 0
     for _ in range(desc["groups"]):
         for rgl in range(desc["rgs"]):
             for ct in range(desc["cts"]):
-                last = t + K - 1
-                last = max(last, drain_free)
-                last_ct = ct == desc["cts"] - 1
+                first = t if double or maxpool else max(t, drain_end)
+                last = first + K - 1
+                if maxpool:
+                    t = last + 1
+                    continue
+                if double:
+                    last = max(last, drain_end)
                 if head:
-                    d = 1 + R + (4 * head_emits(config, desc, rgl) if last_ct else 0)
+                    emits = head_emits(config, desc, rgl) if ct == desc["cts"] - 1 else 0
+                    drain = 1 + R + 4 * emits
                 else:
-                    d = 1 + R * desc["out_planes"]
-                start = last + PIPE
-                drain_free = start + d
-                end = drain_free
+                    drain = 1 + R * desc["out_planes"]
+                drain_end = last + PIPE + drain
                 t = last + 1
-    return end + 1
-
-
-def maxpool_pass_cycles(config, desc: dict) -> int:
-    k, reads = isa.maxpool_chunk(config.pe_cols)
-    chunks = -(-desc["mp_wo"] // k)
-    return desc["groups"] * desc["mp_ho"] * chunks * 3 * reads + MAXPOOL_TAIL
+    return last + PIPE if maxpool else drain_end
 
 
 def pass_cycles(config, desc: dict) -> int:
-    body = (maxpool_pass_cycles(config, desc) if desc["op"] == isa.OP_MAXPOOL
-            else array_pass_cycles(config, desc))
-    return PASS_OVERHEAD + body
+    return PASS_OVERHEAD + array_pass_cycles(config, desc)
 
 
 @dataclass
@@ -191,7 +194,10 @@ class CycleReport:
             out.append(f"T = {T} fills {self.pack * T} of {L} lanes")
         K = d["steps"] * d["taps"]
         drain = drain_cycles(cfg, d, False)
-        if drain + PIPE > K and d["out_mode"] != isa.OUT_HEAD:
+        if not cfg.double_buffer:
+            out.append(f"single-buffered accumulators: each tile waits for the previous "
+                       f"tile's {drain}-cycle drain")
+        elif drain + PIPE > K and d["out_mode"] != isa.OUT_HEAD:
             out.append(f"drain-bound: {drain} drain cycles per tile (R x {d['out_planes']} "
                        f"output planes) vs {K} reduction steps")
         if d["out_mode"] == isa.OUT_HEAD:

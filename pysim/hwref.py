@@ -150,26 +150,38 @@ class Executor:
         return [bytes(o) for o in out]
 
     def maxpool(self, d):
-        """3x3/2 OR over one band's grid; the row above a band's first row is the previous
-        band's last row (the word `band` further on, lane groups shifted up by one)."""
-        H, W, Ho, Wo = d["mp_h"], d["mp_w"], d["mp_ho"], d["mp_wo"]
+        """3x3/2 OR, as the sequencer runs it (`isa.OP_MAXPOOL`): per chunk of K outputs of one
+        output row, the steps' run reads from the chunk's input row 2 oy - 1, column 2 ox0 - 1,
+        with the window's padding masked; with lane packing, the row above a band's first row
+        is the previous band's last row (the word `band` further on, lane groups shifted up by
+        one)."""
+        C = self.cfg.pe_cols
+        K, S = isa.maxpool_chunk(C)
         size = self.mem.shape[1]
-        for ch in range(d["groups"]):
-            src = d["col_base"] + ch * d["col_g"]
-            for oy in range(Ho):
-                for ox in range(Wo):
-                    word = 0
-                    for ky in range(3):
-                        for kx in range(3):
-                            iy, ix = 2 * oy + ky - 1, 2 * ox + kx - 1
-                            if not (iy < H and 0 <= ix < W):
-                                continue
-                            if iy >= 0:
-                                word = word | self.mem[:, (src + iy * W + ix) % size]
-                            else:
-                                edge = self.mem[:, (src + iy * W + ix + d["band"]) % size]
-                                word = word | ((edge << self.T) & self.valid)
-                    self.mem[:, d["out_base"] + ch * d["out_row"] + oy * Wo + ox] = word
+        st = self.steps[d["step_base"]:d["step_base"] + d["steps"]]
+        ky, seg = st[:, 3] & 3, st[:, 3] >> 2
+        j = seg[:, None] * C + np.arange(C)[None, :]  # run word j = input column 2 ox0 - 1 + j
+        for g in range(d["groups"]):
+            for rg in range(d["rgs"]):
+                top = (rg == 0) & (ky == 0)
+                rowok = ~((rg == d["rgs"] - 1) & (ky == 2) & bool(d["mp_odd"] & 1))
+                if not self.cfg.lane_packing:
+                    rowok &= ~top
+                for ct in range(d["cts"]):
+                    col_t = d["col_base"] + g * d["col_g"] + rg * d["col_rg"] + ct * d["col_ct"]
+                    out_t = d["out_base"] + g * d["out_g"] + rg * d["out_rg"] + ct * d["out_ct"]
+                    last = ct == d["cts"] - 1
+                    ok = rowok[:, None] & ~((ct == 0) & (j == 0)) & ~(
+                        last & bool(d["mp_odd"] & 2) & (j == 2 * d["mp_last"]))
+                    addr = col_t + st[:, 0][:, None] + np.arange(C)[None, :]
+                    addr = addr + np.where(top, d["band"], 0)[:, None]
+                    words = self.mem[:, addr % size]
+                    words = np.where(top[:, None], (words << self.T) & self.valid, words)
+                    words = np.where(ok, words, 0) & self.valid
+                    for k in range(d["mp_last"] if last else K):
+                        hit = (j >= 2 * k) & (j <= 2 * k + 2)
+                        self.mem[:, out_t + k] = np.bitwise_or.reduce(
+                            np.where(hit, words, 0).reshape(len(self.mem), -1), axis=1)
 
     def array(self, d) -> list[bytes]:
         """One array pass; returns the head's logits bytes per input (empty otherwise)."""

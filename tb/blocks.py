@@ -21,7 +21,7 @@ integer arithmetic the mode implements (dot products, spike counts, selected sum
 The PE tests check the shadow bank on *every* cycle against what it must hold then (the last
 finished tile), so they also show the double buffering and that nothing moves while `valid` is
 low. `idle` runs a test again with random idle cycles between steps, during which the inputs
-(`first` and `last` included) carry random garbage. The LIF unit is combinational: its idle
+(`last` included) carry random garbage. The LIF unit is combinational: its idle
 variant holds each vector for a random time and puts unchecked garbage vectors in between,
 which shows it keeps no state.
 
@@ -115,12 +115,15 @@ class Step:
 
 
 def tile_reference(cfg: ArrayConfig, tile: list[Step]) -> np.ndarray:
-    """`pysim.hwref.pe_tile` of a tile: the sums (R, C, L) its `last` step leaves in shadow."""
+    """`pysim.hwref.pe_tile` of a tile: the sums (R, C, L) its `last` step leaves in shadow
+    (the second operands only count on an array with paired steps)."""
+    second = None
+    if cfg.paired_steps:
+        second = ([s.shift2 for s in tile], [s.neg2 for s in tile],
+                  np.array([s.second(cfg) for s in tile]))
     return pe_tile(np.array([s.weights for s in tile]), [s.shift for s in tile],
                    [s.neg for s in tile], np.array([s.rowop for s in tile]),
-                   np.array([s.colop for s in tile]), cfg.acc_bits,
-                   second=([s.shift2 for s in tile], [s.neg2 for s in tile],
-                           np.array([s.second(cfg) for s in tile])))
+                   np.array([s.colop for s in tile]), cfg.acc_bits, second=second)
 
 
 class PeBench:
@@ -128,7 +131,8 @@ class PeBench:
 
     Inputs change on the falling edge; the shadow is read on the next falling edge, after the
     rising edge that consumed them. Latency 1: a tile's sums are in shadow one edge after its
-    `last` step, and stay there until the next tile's `last`.
+    `last` step, and stay there until the next tile's `last`. Tiles run back to back with no
+    start marker: the working accumulators must restart from 0 after every `last`.
     """
 
     def __init__(self, dut, cfg: ArrayConfig, seed: int, idle: float = 0.0):
@@ -144,19 +148,19 @@ class PeBench:
         Clock(dut.clk, CLOCK_NS, unit="ns").start()
         self.rst = dut.rst
 
-    def drive(self, step: Step, valid: int, first: int, last: int) -> None:
+    def drive(self, step: Step, valid: int, last: int) -> None:
         cfg, d = self.cfg, self.dut
         d.valid.value = valid
-        d.first.value = first
         d.last.value = last
         d.weight.value = pack(step.weights, cfg.weight_bits)
         d.shift.value = step.shift
         d.neg.value = step.neg
         d.rowop.value = pack(words(step.rowop), cfg.lanes)
         d.colop.value = pack(words(step.colop), cfg.lanes)
-        d.shift2.value = step.shift2
-        d.neg2.value = step.neg2
-        d.colop2.value = pack(words(step.second(cfg)), cfg.lanes)
+        if cfg.paired_steps:
+            d.shift2.value = step.shift2
+            d.neg2.value = step.neg2
+            d.colop2.value = pack(words(step.second(cfg)), cfg.lanes)
 
     def garbage(self) -> Step:
         """Random inputs of every port (what an idle cycle may carry)."""
@@ -184,12 +188,12 @@ class PeBench:
     async def reset(self) -> None:
         await FallingEdge(self.clk)
         self.rst.value = 1
-        self.drive(self.garbage(), 1, 1, 1)  # reset wins over a valid last step
+        self.drive(self.garbage(), 1, 1)  # reset wins over a valid last step
         self.expected = np.zeros_like(self.expected)
         await self.edge()
         await self.edge()
         self.rst.value = 0
-        self.drive(self.garbage(), 0, 0, 0)
+        self.drive(self.garbage(), 0, 0)
         await self.edge()
 
     def faulty(self, tile: list[Step], ref: np.ndarray) -> list[Step]:
@@ -217,14 +221,14 @@ class PeBench:
             for k, step in enumerate(self.faulty(tile, ref)):
                 while self.rng.random() < self.idle:
                     garbage = self.garbage()
-                    self.drive(garbage, 0, self.rng.getrandbits(1), self.rng.getrandbits(1))
+                    self.drive(garbage, 0, self.rng.getrandbits(1))
                     await self.edge()
                 last = k == len(tile) - 1
-                self.drive(step, 1, int(k == 0), int(last))
+                self.drive(step, 1, int(last))
                 if last:
                     self.expected = ref
                 await self.edge()
-        self.drive(self.garbage(), 0, 0, 0)
+        self.drive(self.garbage(), 0, 0)
         await self.edge()
         return refs
 
@@ -257,7 +261,7 @@ async def pe_corners(dut):
     full = np.full(R, wmax)
     low = np.full(R, wmin)
     tiles = [
-        [Step(full, 0, 0, ones_r, ones_c)],  # one step: first and last together
+        [Step(full, 0, 0, ones_r, ones_c)],  # a one-step tile
         [Step(low, 0, 1, ones_r, ones_c)],  # -(-2^(wb-1)): the negation of the minimum
         [Step(full, 15, 0, ones_r, ones_c), Step(low, 15, 0, ones_r, ones_c),
          Step(low, 15, 1, ones_r, ones_c)],  # largest shift: terms wrap at acc_bits
@@ -271,10 +275,10 @@ async def pe_corners(dut):
     np.testing.assert_array_equal(refs[3], np.zeros((R, C, L)))
     # The shadow holds its tile through many idle cycles of garbage.
     for _ in range(8):
-        tb.drive(tb.garbage(), 0, 1, 1)
+        tb.drive(tb.garbage(), 0, 1)
         await tb.edge()
     # Reset in the middle of a tile clears the working and the shadow bank.
-    tb.drive(random_step(tb.gen, cfg), 1, 1, 0)
+    tb.drive(random_step(tb.gen, cfg), 1, 0)
     await tb.edge()
     await tb.reset()
     await tb.run([[Step(full, 0, 0, ones_r, ones_c)]])
@@ -320,7 +324,11 @@ async def pe_modes(dut, idle):
     v = gen.integers(0, 1 << V, (K, C, L))
     select = [Step(one, b, 0, q[k], (v[k] >> b) & 1) for k in range(K) for b in range(V)]
 
-    refs = await tb.run([conv, planes, paired, pairsum, spikes, select])
+    if not cfg.paired_steps:  # no second operand path: the paired tiles do not apply
+        paired, pairsum = [], []
+    refs = await tb.run([t for t in (conv, planes, paired, pairsum, spikes, select) if t])
+    if not cfg.paired_steps:
+        refs[2:2] = [None, None]
     wrap = 1 << cfg.acc_bits
 
     def expect(ref, value, what):
@@ -329,8 +337,9 @@ async def pe_modes(dut, idle):
 
     expect(refs[0], np.einsum("kr,kcl->rcl", w, s), "the spike-selected weight sums")
     expect(refs[1], np.einsum("kr,kcl->rcl", w, x), "the multi-bit dot products")
-    expect(refs[2], np.einsum("kr,kcl->rcl", w, x), "the paired multi-bit dot products")
-    expect(refs[3], a - bb, "the paired elementwise differences")
+    if cfg.paired_steps:
+        expect(refs[2], np.einsum("kr,kcl->rcl", w, x), "the paired multi-bit dot products")
+        expect(refs[3], a - bb, "the paired elementwise differences")
     expect(refs[4], np.einsum("krl,kcl->rcl", q, kk), "the spike coincidence counts")
     expect(refs[5], np.einsum("krl,kcl->rcl", q, v), "the spike-selected value sums")
 

@@ -69,18 +69,23 @@ NARROW = ArrayConfig(name="narrow", pe_rows=2, pe_cols=2, lanes=4, act_depth=819
 WIDE = ArrayConfig(name="wide", pe_rows=2, pe_cols=8, lanes=4, act_depth=1024,
                    weight_depth=1024, param_depth=256, step_depth=1024, program_depth=32,
                    input_depth=128)
+#: Without paired steps, lane packing and double buffering (the iCEBreaker's kind of array).
+LEAN = NARROW.replace(name="lean", paired_steps=False, lane_packing=False, double_buffer=False)
 
 
 @pytest.mark.parametrize("family, T, config", [
     ("iand", 2, CFG), ("sew", 4, CFG), ("ms", 4, CFG), ("sdsa", 1, CFG),
     # max-pool chunks of 3 outputs per run read (8 columns) and of 1 output over 2 run reads
     # per input row (2 columns); packed lane groups with edge reads on the wide array
-    ("sew", 2, WIDE), ("ms", 4, NARROW)], ids=lambda v: getattr(v, "name", v))
+    ("sew", 2, WIDE), ("ms", 4, NARROW),
+    # one operand per step, spare lanes idle at T = 2, tiles wait for their drains
+    ("sew", 4, LEAN), ("ms", 2, LEAN), ("sdsa", 4, LEAN)], ids=lambda v: getattr(v, "name", v))
 def test_end_to_end_equals_golden_and_cycle_model(family, T, config):
-    """T < lanes packs lanes / T positions per word (pack 2 at T = 2, pack 4 at T = 1)."""
+    """T < lanes packs lanes / T positions per word (pack 2 at T = 2, pack 4 at T = 1), unless
+    the array has no lane packing."""
     model = random_int_model(family, seed=1, size=8, dim=4, T=T)
     net = compile_network(model, config)
-    assert net.globals["pack"] == config.lanes // T
+    assert net.globals["pack"] == (config.lanes // T if config.lane_packing else 1)
     assert any(p.desc["op"] == isa.OP_MAXPOOL for p in net.passes)
     image = random_images(model, 1, seed=3)[0]
     got = {}
@@ -219,3 +224,27 @@ def test_compiler_output_is_within_the_load_checks():
         limits = isa.field_limits(CFG)
         for p in net.passes:
             assert all(limits[f][0] <= v <= limits[f][1] for f, v in p.desc.items())
+
+
+def test_lean_array_refuses_programs_it_cannot_run():
+    """A program with paired steps, or with lane groups packed (pack > 1), loaded onto an
+    array without paired steps and lane packing: DOES_NOT_FIT and no commit."""
+    model = random_int_model("sew", seed=4, size=8, dim=4, T=2)
+    paired = compile_network(model, LEAN.replace(paired_steps=True))
+    assert any(step[5] for step in paired.steps)
+    packed = compile_network(model, LEAN.replace(lane_packing=True))
+    assert packed.globals["pack"] == 2
+    seen = []
+
+    async def bench(ctx, dut):
+        for net in (paired, packed, compile_network(model, LEAN)):
+            for rec in net.records():
+                await send(ctx, dut.load, rec)
+            await ctx.tick()
+            seen.append((ctx.get(dut.status.error), ctx.get(dut.status.ready)))
+            ctx.set(dut.clear, 1)
+            await ctx.tick()
+            ctx.set(dut.clear, 0)
+
+    simulate(bench, LEAN)
+    assert seen == [(Status.DOES_NOT_FIT, 0), (Status.DOES_NOT_FIT, 0), (Status.OK, 1)]

@@ -13,44 +13,53 @@ CFG = ArrayConfig(name="blk", pe_rows=3, pe_cols=2, lanes=4, weight_bits=8, acc_
                   membrane_bits=20)
 
 
-def run_pe(config, steps, stall_every=0):
-    """Drive `steps` = list of (weights, shift, neg, rowops, colops[, shift2, neg2, colops2])
-    as one tile (the optional part: a paired step); stalls insert invalid cycles. Returns the
-    shadow accumulators (R, C, L)."""
+def run_pe_tiles(config, tiles, stall_every=0):
+    """Drive `tiles`, each a list of steps (weights, shift, neg, rowops, colops[, shift2, neg2,
+    colops2]; the optional part: a paired step), back to back with no start marker; stalls
+    insert invalid cycles. Returns the shadow accumulators (R, C, L) after each tile."""
     dut = PeArray(config)
     R, C, L = config.pe_rows, config.pe_cols, config.lanes
-    out = {}
+    shadows = []
 
     async def bench(ctx):
-        for i, (w, shift, neg, rowop, colop, *second) in enumerate(steps):
-            shift2, neg2, colop2 = second or (0, 0, np.zeros((C, L), int))
-            if stall_every and i % stall_every == 1:
-                ctx.set(dut.valid, 0)
+        i = 0
+        for steps in tiles:
+            for k, (w, shift, neg, rowop, colop, *second) in enumerate(steps):
+                shift2, neg2, colop2 = second or (0, 0, np.zeros((C, L), int))
+                if stall_every and i % stall_every == 1:
+                    ctx.set(dut.valid, 0)
+                    await ctx.tick()
+                i += 1
+                ctx.set(dut.valid, 1)
+                ctx.set(dut.last, k == len(steps) - 1)
+                for r in range(R):
+                    ctx.set(dut.weight[r], int(w[r]))
+                    ctx.set(dut.rowop[r], int(bits_word(rowop[r])))
+                for c in range(C):
+                    ctx.set(dut.colop[c], int(bits_word(colop[c])))
+                    if config.paired_steps:
+                        ctx.set(dut.colop2[c], int(bits_word(colop2[c])))
+                ctx.set(dut.shift, shift)
+                ctx.set(dut.neg, neg)
+                if config.paired_steps:
+                    ctx.set(dut.shift2, shift2)
+                    ctx.set(dut.neg2, neg2)
                 await ctx.tick()
-            ctx.set(dut.valid, 1)
-            ctx.set(dut.first, i == 0)
-            ctx.set(dut.last, i == len(steps) - 1)
-            for r in range(R):
-                ctx.set(dut.weight[r], int(w[r]))
-                ctx.set(dut.rowop[r], int(bits_word(rowop[r])))
-            for c in range(C):
-                ctx.set(dut.colop[c], int(bits_word(colop[c])))
-                ctx.set(dut.colop2[c], int(bits_word(colop2[c])))
-            ctx.set(dut.shift, shift)
-            ctx.set(dut.neg, neg)
-            ctx.set(dut.shift2, shift2)
-            ctx.set(dut.neg2, neg2)
-            await ctx.tick()
+            shadows.append(np.array([[[ctx.get(dut.shadow[r][c][lane]) for lane in range(L)]
+                                      for c in range(C)] for r in range(R)]))
         ctx.set(dut.valid, 0)
         await ctx.tick()
-        out["acc"] = np.array([[[ctx.get(dut.shadow[r][c][lane]) for lane in range(L)]
-                                for c in range(C)] for r in range(R)])
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    return out["acc"]
+    return shadows
+
+
+def run_pe(config, steps, stall_every=0):
+    """One tile of `steps` (see `run_pe_tiles`); returns its shadow accumulators."""
+    return run_pe_tiles(config, [steps], stall_every)[0]
 
 
 def reference(config, steps):
@@ -199,3 +208,77 @@ def test_lif_unit_lane_groups():
         np.testing.assert_array_equal(spikes, want, err_msg=str((x, bias, thr, T, pack)))
     assert list(got[0]) == list(got[0][2:]) * 2  # the second group repeats the first
     assert list(got[3][2:]) == [0, 0]
+
+
+@pytest.mark.parametrize("stall", [0, 3])
+def test_pe_tiles_back_to_back_restart_from_zero(stall):
+    """A tile's `last` step resets the working accumulators: the next tile, issued in the
+    very next cycle, sums from 0 (no start marker, no per-lane mux)."""
+    rng = np.random.default_rng(5)
+    tiles = [random_paired_steps(rng, CFG, int(rng.integers(1, 5))) for _ in range(6)]
+    for got, tile in zip(run_pe_tiles(CFG, tiles, stall), tiles, strict=True):
+        np.testing.assert_array_equal(got, reference(CFG, tile))
+
+
+def test_pe_array_without_paired_steps():
+    """`paired_steps=False` builds no second operand path: single steps still equal the
+    reference, tile after tile."""
+    config = CFG.replace(name="blk_single", paired_steps=False)
+    assert "colop2" not in PeArray(config).signature.members
+    rng = np.random.default_rng(6)
+    tiles = [random_steps(rng, config, int(rng.integers(1, 8))) for _ in range(5)]
+    for got, tile in zip(run_pe_tiles(config, tiles, 2), tiles, strict=True):
+        np.testing.assert_array_equal(got, reference(config, tile))
+
+
+def test_pe_array_single_buffered_shows_the_working_sums_and_clears():
+    """`double_buffer=False`: `shadow` is the working bank (it follows every step), `last`
+    leaves it alone and `clear` restarts it."""
+    config = CFG.replace(name="blk_single_buffer", double_buffer=False)
+    assert "clear" in PeArray(config).signature.members
+    rng = np.random.default_rng(7)
+    tiles = [random_paired_steps(rng, config, 3), random_steps(rng, config, 4)]
+    R, C, L = config.pe_rows, config.pe_cols, config.lanes
+    dut = PeArray(config)
+    seen = []
+
+    def read(ctx):
+        return np.array([[[ctx.get(dut.shadow[r][c][lane]) for lane in range(L)]
+                          for c in range(C)] for r in range(R)])
+
+    async def bench(ctx):
+        for steps in tiles:
+            for k, (w, shift, neg, rowop, colop, *second) in enumerate(steps):
+                shift2, neg2, colop2 = second or (0, 0, np.zeros((C, L), int))
+                ctx.set(dut.valid, 1)
+                ctx.set(dut.last, k == len(steps) - 1)
+                for r in range(R):
+                    ctx.set(dut.weight[r], int(w[r]))
+                    ctx.set(dut.rowop[r], int(bits_word(rowop[r])))
+                for c in range(C):
+                    ctx.set(dut.colop[c], int(bits_word(colop[c])))
+                    ctx.set(dut.colop2[c], int(bits_word(colop2[c])))
+                for port, value in ((dut.shift, shift), (dut.neg, neg), (dut.shift2, shift2),
+                                    (dut.neg2, neg2)):
+                    ctx.set(port, value)
+                await ctx.tick()
+                seen.append(read(ctx))
+            ctx.set(dut.valid, 0)
+            await ctx.tick()
+            seen.append(read(ctx))  # held after `last` until cleared
+            ctx.set(dut.clear, 1)
+            await ctx.tick()
+            ctx.set(dut.clear, 0)
+            seen.append(read(ctx))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    first, second = tiles
+    np.testing.assert_array_equal(seen[0], reference(config, first[:1]))
+    np.testing.assert_array_equal(seen[2], reference(config, first))
+    np.testing.assert_array_equal(seen[3], reference(config, first))
+    assert not seen[4].any()
+    np.testing.assert_array_equal(seen[8], reference(config, second))
+    assert not seen[10].any()

@@ -177,6 +177,15 @@ ECP5_LUT_MAPPING = ("techmap -map +/lattice/latches_map.v; abc -lut 4 -dress; cl
 #: router2 took 222 s (build 9.5 min) but reached only 23.16 MHz.
 _ECP5_PNR = "--router router2"
 
+#: iCE40UP5K memories: the weights and the reduction steps go to SPRAM (single-port, 16 bits
+#: wide: one block of 16K weight words, three side by side for the step words), the rest to
+#: the 30 EBRs. Amaranth gives every memory a (zero) initial value and SPRAM has none; both are
+#: always loaded before use, so their initial values are dropped, and the step memory (small
+#: enough for EBRs, which Yosys would pick) is marked for SPRAM.
+_ICE40_SPRAM = "; ".join(
+    [rf"delete t:$meminit_v2 r:MEMID=\\{mem} %i" for mem in ("wmem", "smem")]
+    + ['setattr -set ram_style "huge" m:smem'])
+
 BOARDS = {
     "icebreaker": Board(
         name="icebreaker", title="iCEBreaker (iCE40UP5K-SG48)",
@@ -184,9 +193,7 @@ BOARDS = {
         baud=1_000_000, request_io=_icebreaker_io, drive_leds=_icebreaker_leds,
         extra_resources=tuple(ICEBreakerPlatform.break_off_pmod),
         synth_opts="-dsp -spram",
-        # Amaranth gives every memory a (zero) initial value and SPRAM has none; the weights
-        # are always loaded before use, so drop theirs and let Yosys map them to SPRAM.
-        after_read=r"delete t:$meminit_v2 r:MEMID=\\wmem %i",
+        after_read=_ICE40_SPRAM,
         program="iceprog build/synth/icebreaker/top.bin",
         serial="FTDI channel B: /dev/ttyUSB1 (Linux), 1 Mbaud 8N1",
     ),

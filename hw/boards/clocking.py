@@ -151,7 +151,8 @@ class ClockReset(Elaboratable):
             pll_locked = Signal()
             m.submodules.pll = self.pll.instance(clk_buf.i, clk, pll_locked)
             m.d.comb += locked.eq(pll_locked)
-        platform.add_clock_constraint(clk, self.frequency)
+            # Without a PLL the clock is the oscillator's net, which the board constrains.
+            platform.add_clock_constraint(clk, self.frequency)
 
         # Power-on reset: a counter in a reset-less domain on the same clock.
         m.domains.por = ClockDomain(reset_less=True, local=True)
