@@ -16,8 +16,10 @@ one computes, and results are read back as they appear. Every device error becom
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -35,6 +37,21 @@ from firmware.protocol import (
 )
 from firmware.transport import Transport, TransportError
 from hw.status import Status
+
+
+@dataclass(frozen=True)
+class MeasuredRun:
+    """What `Accelerator.measure` saw: logits and the device's own counts over the run."""
+
+    logits: np.ndarray
+    results: int  #: results the device completed during the run
+    busy_cycles: int  #: clock cycles the core was busy during the run
+    seconds: float  #: host wall-clock time of the run
+    error: Status  #: the device's sticky error afterwards
+
+    @property
+    def cycles_per_inference(self) -> float:
+        return self.busy_cycles / self.results if self.results else 0.0
 
 
 class DeviceError(RuntimeError):
@@ -228,3 +245,18 @@ class Accelerator:
         if trace:
             return logits, [out[1] for out in outputs]
         return logits
+
+    def measure(self, images: Sequence | np.ndarray, progress: bool = True) -> MeasuredRun:
+        """`infer` with a progress bar, bracketed by STATUS reads: the device's result and
+        busy-cycle counters over the run (what the cycle model predicts) and the wall time."""
+        from tqdm import tqdm
+
+        before = self.status()
+        start = time.monotonic()
+        with tqdm(total=len(images), unit="img", disable=not progress, file=sys.stdout) as bar:
+            logits = self.infer(images, on_result=lambda n: bar.update(n - bar.n))
+        seconds = time.monotonic() - start
+        after = self.status()
+        return MeasuredRun(logits, (after.results_done - before.results_done) % 2**32,
+                           (after.busy_cycles - before.busy_cycles) % 2**32, seconds,
+                           after.error)

@@ -91,14 +91,18 @@ class SocketTransport(Transport):
 
 
 class SerialTransport(Transport):
-    """A serial port through pyserial (a board's UART bridge into `HostLinkTop`)."""
+    """A serial port through pyserial (a board's UART bridge into `HostLinkTop`).
+
+    `port` is a device (`/dev/ttyUSB1`, `COM3`) or any pyserial URL (`socket://host:port`,
+    `rfc2217://...` for a port shared over the network).
+    """
 
     def __init__(self, port: str, baudrate: int = 115200):
         import serial  # pyserial; imported here so the simulation does not need it
 
         self.port = port
         try:
-            self.serial = serial.Serial(port, baudrate=baudrate, timeout=0.1)
+            self.serial = serial.serial_for_url(port, baudrate=baudrate, timeout=0.1)
         except serial.SerialException as err:
             raise TransportError(f"cannot open serial port {port}: {err}") from err
 

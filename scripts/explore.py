@@ -96,12 +96,14 @@ class Point:
 
 
 def array_config(point: Point, base: ArrayConfig) -> ArrayConfig:
-    """The board's configuration with the point's array; widths raised where the array needs."""
+    """The board's configuration with the point's array: the same activation words (spread
+    over the point's banks), widths raised where the array needs."""
     acc = max(base.acc_bits, point.weight_bits + 4)
+    words = base.act_depth * base.pe_cols
     return base.replace(
         name=f"r{point.pe_rows}c{point.pe_cols}l{point.lanes}w{point.weight_bits}",
         pe_rows=point.pe_rows, pe_cols=point.pe_cols, lanes=point.lanes,
-        weight_bits=point.weight_bits, acc_bits=acc,
+        weight_bits=point.weight_bits, acc_bits=acc, act_depth=max(64, words // point.pe_cols),
         membrane_bits=max(base.membrane_bits, acc + point.lanes + 2))
 
 

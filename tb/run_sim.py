@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -42,8 +41,6 @@ def pe_utilization(compiled) -> float:
 
 def run(model_name: str, config_path: str | None, images: int | None, out: Path,
         progress: bool = True) -> dict:
-    from tqdm import tqdm
-
     from hw.compiler import compile_network
     from hw.config import ArrayConfig
     from pysim import golden
@@ -78,17 +75,10 @@ def run(model_name: str, config_path: str | None, images: int | None, out: Path,
         acc = session.accelerator(timeout=300)
         acc.reset()
         acc.load(compiled)
-        before = acc.status()
-        wall = time.monotonic()
-        bar = tqdm(total=len(x), unit="img", disable=not progress, file=sys.stdout)
-        got = acc.infer(x, on_result=lambda n: bar.update(n - bar.n))
-        bar.close()
-        wall = time.monotonic() - wall
-        after = acc.status()
+        measured_run = acc.measure(x, progress)
     stats = session.stats
-    done = after.results_done - before.results_done
-    busy = after.busy_cycles - before.busy_cycles
-    measured = busy / done if done else 0.0
+    got, done, busy = measured_run.logits, measured_run.results, measured_run.busy_cycles
+    measured = measured_run.cycles_per_inference
     mismatches = [int(i) for i in np.nonzero((got != expected).any(axis=1))[0]]
     accuracy_rtl = float(np.mean(got.argmax(1) == y))
     sim_cps = stats.get("cycles", 0) / stats["wall_seconds"] if stats.get("wall_seconds") else 0
@@ -108,7 +98,7 @@ def run(model_name: str, config_path: str | None, images: int | None, out: Path,
         "sim_cycles": stats.get("cycles"),
         "sim_wall_seconds": stats.get("wall_seconds"),
         "sim_cycles_per_second": sim_cps,
-        "host_seconds": wall,
+        "host_seconds": measured_run.seconds,
         "clock_hz": config.clock_hz,
         "inferences_per_second_at_clock": config.clock_hz / measured if measured else 0.0,
         "cocotb_passed": session.passed,

@@ -76,6 +76,8 @@ def test_array_config_keeps_widths_valid():
     base = ArrayConfig(name="b", acc_bits=16, membrane_bits=22, lanes=4)
     config = explore.array_config(Point(8, 8, 16, 8), base)
     assert config.lanes == 16 and config.membrane_bits >= config.acc_bits + 16 + 2
+    # the board's activation words, spread over the point's banks
+    assert config.act_depth * config.pe_cols == base.act_depth * base.pe_cols
     model = explore.modelling_config(Point(4, 4, 4, 8), 8)
     assert model.weight_depth > 65536  # unbounded copy for the cycle model only
     with pytest.raises(ValueError):

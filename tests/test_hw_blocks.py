@@ -13,40 +13,51 @@ CFG = ArrayConfig(name="blk", pe_rows=3, pe_cols=2, lanes=4, weight_bits=8, acc_
                   membrane_bits=20)
 
 
+def set_pe_step(ctx, dut, config, step, last):
+    """Present one step (weights, shift, neg, rowops, colops[, shift2, neg2, colops2]) with
+    `valid` high; the second operand only exists on paired arrays."""
+    w, shift, neg, rowop, colop, *second = step
+    shift2, neg2, colop2 = second or (0, 0, np.zeros((config.pe_cols, config.lanes), int))
+    ctx.set(dut.valid, 1)
+    ctx.set(dut.last, last)
+    for r in range(config.pe_rows):
+        ctx.set(dut.weight[r], int(w[r]))
+        ctx.set(dut.rowop[r], int(bits_word(rowop[r])))
+    for c in range(config.pe_cols):
+        ctx.set(dut.colop[c], int(bits_word(colop[c])))
+        if config.paired_steps:
+            ctx.set(dut.colop2[c], int(bits_word(colop2[c])))
+    ctx.set(dut.shift, shift)
+    ctx.set(dut.neg, neg)
+    if config.paired_steps:
+        ctx.set(dut.shift2, shift2)
+        ctx.set(dut.neg2, neg2)
+
+
+def get_pe_shadow(ctx, dut, config):
+    """The shadow (drain-side) accumulators as (R, C, L)."""
+    return np.array([[[ctx.get(dut.shadow[r][c][lane]) for lane in range(config.lanes)]
+                      for c in range(config.pe_cols)] for r in range(config.pe_rows)])
+
+
 def run_pe_tiles(config, tiles, stall_every=0):
     """Drive `tiles`, each a list of steps (weights, shift, neg, rowops, colops[, shift2, neg2,
     colops2]; the optional part: a paired step), back to back with no start marker; stalls
     insert invalid cycles. Returns the shadow accumulators (R, C, L) after each tile."""
     dut = PeArray(config)
-    R, C, L = config.pe_rows, config.pe_cols, config.lanes
     shadows = []
 
     async def bench(ctx):
         i = 0
         for steps in tiles:
-            for k, (w, shift, neg, rowop, colop, *second) in enumerate(steps):
-                shift2, neg2, colop2 = second or (0, 0, np.zeros((C, L), int))
+            for k, step in enumerate(steps):
                 if stall_every and i % stall_every == 1:
                     ctx.set(dut.valid, 0)
                     await ctx.tick()
                 i += 1
-                ctx.set(dut.valid, 1)
-                ctx.set(dut.last, k == len(steps) - 1)
-                for r in range(R):
-                    ctx.set(dut.weight[r], int(w[r]))
-                    ctx.set(dut.rowop[r], int(bits_word(rowop[r])))
-                for c in range(C):
-                    ctx.set(dut.colop[c], int(bits_word(colop[c])))
-                    if config.paired_steps:
-                        ctx.set(dut.colop2[c], int(bits_word(colop2[c])))
-                ctx.set(dut.shift, shift)
-                ctx.set(dut.neg, neg)
-                if config.paired_steps:
-                    ctx.set(dut.shift2, shift2)
-                    ctx.set(dut.neg2, neg2)
+                set_pe_step(ctx, dut, config, step, k == len(steps) - 1)
                 await ctx.tick()
-            shadows.append(np.array([[[ctx.get(dut.shadow[r][c][lane]) for lane in range(L)]
-                                      for c in range(C)] for r in range(R)]))
+            shadows.append(get_pe_shadow(ctx, dut, config))
         ctx.set(dut.valid, 0)
         await ctx.tick()
 
@@ -238,29 +249,16 @@ def test_pe_array_single_buffered_shows_the_working_sums_and_clears():
     assert "clear" in PeArray(config).signature.members
     rng = np.random.default_rng(7)
     tiles = [random_paired_steps(rng, config, 3), random_steps(rng, config, 4)]
-    R, C, L = config.pe_rows, config.pe_cols, config.lanes
     dut = PeArray(config)
     seen = []
 
     def read(ctx):
-        return np.array([[[ctx.get(dut.shadow[r][c][lane]) for lane in range(L)]
-                          for c in range(C)] for r in range(R)])
+        return get_pe_shadow(ctx, dut, config)
 
     async def bench(ctx):
         for steps in tiles:
-            for k, (w, shift, neg, rowop, colop, *second) in enumerate(steps):
-                shift2, neg2, colop2 = second or (0, 0, np.zeros((C, L), int))
-                ctx.set(dut.valid, 1)
-                ctx.set(dut.last, k == len(steps) - 1)
-                for r in range(R):
-                    ctx.set(dut.weight[r], int(w[r]))
-                    ctx.set(dut.rowop[r], int(bits_word(rowop[r])))
-                for c in range(C):
-                    ctx.set(dut.colop[c], int(bits_word(colop[c])))
-                    ctx.set(dut.colop2[c], int(bits_word(colop2[c])))
-                for port, value in ((dut.shift, shift), (dut.neg, neg), (dut.shift2, shift2),
-                                    (dut.neg2, neg2)):
-                    ctx.set(port, value)
+            for k, step in enumerate(steps):
+                set_pe_step(ctx, dut, config, step, k == len(steps) - 1)
                 await ctx.tick()
                 seen.append(read(ctx))
             ctx.set(dut.valid, 0)

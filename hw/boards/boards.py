@@ -171,10 +171,10 @@ def _orangecrab_leds(platform, m, leds):
 _ECP5_SYNTH = "-run begin:map_luts"
 ECP5_LUT_MAPPING = ("techmap -map +/lattice/latches_map.v; abc -lut 4 -dress; clean; "
                     "synth_ecp5 -top top -run map_cells:")
-#: nextpnr-ecp5's router for the ULX3S. Its default router (router1) had not finished the 4x8x4
-#: after 38 min; router2 routes it in 287-323 s (whole build ~14 min). The OrangeCrab keeps
-#: router1 (seed 1, 4x4x4 at 24 MHz): router1 took 1,273 s (build 27 min) and reached 26.66 MHz,
-#: router2 took 222 s (build 9.5 min) but reached only 23.16 MHz.
+#: nextpnr-ecp5's router for the ULX3S. Its default router (router1) had not finished a 4x8x4
+#: array after 38 min; router2 routed it in 287-323 s. The OrangeCrab keeps router1 (seed 1,
+#: 4x4x4 at 24 MHz): on an earlier, larger core router1 reached 26.66 MHz and router2 only
+#: 23.16 MHz; the current core routes with router1 in 6.5 min to 31.25 MHz.
 _ECP5_PNR = "--router router2"
 
 #: iCE40UP5K memories: the weights and the reduction steps go to SPRAM (single-port, 16 bits

@@ -1,0 +1,152 @@
+"""Run a trained network on a board over its serial port and check it against the golden model.
+
+    python -m firmware --board icebreaker --port /dev/ttyUSB1 [--model spikformer] [--images N]
+    python -m firmware --config hw/boards/icebreaker.json --socket PATH   # a cosimulated bridge
+
+Steps: load the model (`checkpoints/<model>.json`, or a path to any export), compile it for the
+board's `ArrayConfig` (`hw/boards/<board>.json`, the one its bitstream was built with), open the
+port (pyserial; `--port` also takes pyserial URLs such as `socket://host:port`), reset the
+device, load the network, stream the digits test split through `firmware.host.Accelerator` and
+compare every input's logits with `pysim.golden.run`. The device's busy-cycle counter is checked
+against the cycle model. Prints a summary, writes a JSON report, exits 1 on any mismatch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def open_transport(port: str | None, socket_path: str | None, baud: int):
+    """The transport for a serial port (or pyserial URL) or a cosimulation socket."""
+    from firmware.transport import SerialTransport, SocketTransport
+
+    if (port is None) == (socket_path is None):
+        raise ValueError("give exactly one of --port (serial device or URL) and --socket")
+    if socket_path is not None:
+        return SocketTransport(socket_path, connect_timeout=120)
+    return SerialTransport(port, baud)
+
+
+def model_path(name: str) -> Path:
+    """`checkpoints/<name>.json` for a variant name, else the path as given."""
+    if name.endswith(".json"):
+        return Path(name)
+    return ROOT / "checkpoints" / f"{name}.json"
+
+
+def run(transport, model, config, images, labels, timeout: float = 600.0,
+        progress: bool = True) -> dict:
+    """Load `model` compiled for `config` into the device behind `transport` and infer `images`;
+    the report compares the device's logits and cycle count with the golden and cycle models."""
+    from firmware.host import Accelerator
+    from hw.compiler import compile_network
+    from pysim import golden
+
+    compiled = compile_network(model, config)
+    expected, _ = golden.run(model, images, record=False)
+    with Accelerator(transport, timeout=timeout) as acc:
+        acc.reset()
+        if acc.max_payload != config.max_payload:
+            raise ValueError(f"the device's max_payload is {acc.max_payload}, the config's "
+                             f"{config.max_payload}: it was built from another configuration")
+        start = time.monotonic()
+        acc.load(compiled)
+        load_seconds = time.monotonic() - start
+        run = acc.measure(images, progress)
+    got = run.logits
+    model_cycles = int(compiled.cycles.total)
+    mismatches = [int(i) for i in np.nonzero((got != expected).any(axis=1))[0]]
+    return {
+        "model": model.model,
+        "config": config.name,
+        "images": int(len(images)),
+        "accuracy_golden": float(np.mean(expected.argmax(1) == labels)),
+        "accuracy_device": float(np.mean(got.argmax(1) == labels)),
+        "mismatches": len(mismatches),
+        "mismatching_inputs": mismatches[:50],
+        "cycles_per_inference": run.cycles_per_inference,
+        "cycles_per_inference_model": model_cycles,
+        "cycle_model_equal": (run.results == len(images)
+                              and run.busy_cycles == model_cycles * run.results),
+        "clock_hz": config.clock_hz,
+        "inferences_per_second_at_clock": config.clock_hz / model_cycles,
+        "load_seconds": load_seconds,
+        "inferences_per_second_wall": len(images) / run.seconds if run.seconds else 0.0,
+        "device_error": run.error.name,
+    }
+
+
+def summary(r: dict) -> str:
+    return "\n".join([
+        f"model {r['model']} on config {r['config']}, {r['images']} images",
+        f"  accuracy          golden {r['accuracy_golden']:.2%}   device "
+        f"{r['accuracy_device']:.2%}",
+        f"  mismatches        {r['mismatches']} inputs differ from the golden model"
+        + (f" (first: {r['mismatching_inputs'][:10]})" if r["mismatches"] else ""),
+        f"  cycles/inference  {r['cycles_per_inference']:.0f} measured, "
+        f"{r['cycles_per_inference_model']} cycle model "
+        f"({'equal' if r['cycle_model_equal'] else 'DIFFERENT'})",
+        f"  throughput        {r['inferences_per_second_wall']:,.1f} inferences/s over the "
+        f"link (core alone at {r['clock_hz'] / 1e6:g} MHz: "
+        f"{r['inferences_per_second_at_clock']:,.0f}); load {r['load_seconds']:.1f} s",
+    ])
+
+
+def main(argv=None) -> int:
+    from hw.boards import BOARDS, get_board
+    from hw.config import ArrayConfig
+    from pysim.data import digits_test
+    from pysim.intmodel import IntModel
+
+    parser = argparse.ArgumentParser(prog="python -m firmware",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--board", choices=sorted(BOARDS),
+                        help="the board (its config and baud rate)")
+    parser.add_argument("--config", help="ArrayConfig JSON the bitstream was built with "
+                        "(default: the board's)")
+    parser.add_argument("--port", help="serial device (/dev/ttyUSB1) or pyserial URL")
+    parser.add_argument("--socket", help="Unix socket of a cosimulated bridge instead")
+    parser.add_argument("--baud", type=int, help="serial rate (default: the board's)")
+    parser.add_argument("--model", default="spikformer",
+                        help="variant in checkpoints/ or a path to an exported .json")
+    parser.add_argument("--images", type=int, help="first N test images (default: all 360)")
+    parser.add_argument("--timeout", type=float, default=600.0,
+                        help="seconds to wait for any one response")
+    parser.add_argument("--out", default="build/board/report.json")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    if args.board is None and args.config is None:
+        parser.error("give --board or --config")
+    if (args.port is None) == (args.socket is None):
+        parser.error("give exactly one of --port (serial device or URL) and --socket")
+    board = get_board(args.board) if args.board else None
+    config = ArrayConfig.load(args.config) if args.config else board.config()
+    baud = args.baud or (board.baud if board else 115_200)
+    model = IntModel.load(model_path(args.model))
+    x, y = digits_test()
+    if args.images is not None:
+        x, y = x[:args.images], y[:args.images]
+    print(f"{args.model} ({model.model}, T={model.T}) for {config.name} "
+          f"({config.pe_rows}x{config.pe_cols}x{config.lanes}), {len(x)} images, "
+          f"{args.port or args.socket}", flush=True)
+    transport = open_transport(args.port, args.socket, baud)
+    report = run(transport, model, config, x, y, timeout=args.timeout,
+                 progress=not args.no_progress)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(summary(report))
+    print(f"wrote {out}")
+    ok = report["mismatches"] == 0 and report["cycle_model_equal"]
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,40 @@
+"""`python -m firmware`, the board runner: argument and port errors say what was wrong.
+
+The runner's bit-exact path against the cosimulated iCEBreaker bridge is in
+`test_uart_bridge.py`.
+"""
+
+import pytest
+
+from firmware.__main__ import main, model_path
+from firmware.host import Accelerator
+from firmware.transport import SerialTransport, TransportError
+
+
+def test_missing_port_is_named():
+    with pytest.raises(TransportError, match="cannot open serial port /dev/ttyNOPE"):
+        SerialTransport("/dev/ttyNOPE", 1_000_000)
+
+
+def test_a_port_without_our_device_times_out_clearly():
+    # pyserial's loop:// echoes every byte: frames come back as requests, never as responses
+    with pytest.raises(TransportError, match="STATUS: no response within"):
+        Accelerator(SerialTransport("loop://", 1_000_000), timeout=0.5)
+
+
+@pytest.mark.parametrize("argv", [
+    [],                                                            # no board, no config
+    ["--board", "icebreaker"],                                     # no port
+    ["--board", "icebreaker", "--port", "loop://", "--socket", "x"],  # both
+    ["--board", "no-such-board", "--port", "loop://"],
+])
+def test_bad_arguments_exit_with_usage(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_model_names_and_paths():
+    assert model_path("sdt").name == "sdt.json" and model_path("sdt").parent.name == "checkpoints"
+    assert str(model_path("build/x.json")) == "build/x.json"
