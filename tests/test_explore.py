@@ -6,7 +6,9 @@ RTL on points of the sweep.
 """
 
 import csv
+import dataclasses
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -145,3 +147,16 @@ def test_sweep_end_to_end_without_synthesis(tmp_path, monkeypatch):
     assert [r["cycles"] is not None for r in done["rows"]] == [True, True]
     assert all(r["sops"] > 0 for r in done["rows"])
     assert (tmp_path / "explore" / "pareto.png").exists()
+
+
+def _started_at(task):
+    return task["name"], time.monotonic_ns()
+
+
+def test_run_tasks_starts_the_dearest_first_and_keeps_the_order():
+    points = [Point(2, 4, 4, 8), Point(4, 4, 8, 8), Point(4, 4, 4, 8)]
+    tasks = [{"name": p.label, "point": dataclasses.asdict(p)} for p in points]
+    results = explore.run_tasks(_started_at, tasks, 1, None, "test", cost=explore.point_cost)
+    assert [name for name, _ in results] == [p.label for p in points]  # order of `tasks`
+    started = sorted(results, key=lambda r: r[1])
+    assert [name for name, _ in started] == ["4x4x8 w8", "4x4x4 w8", "2x4x4 w8"]
