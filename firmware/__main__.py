@@ -60,26 +60,34 @@ def run(transport, model, config, images, labels, timeout: float = 600.0,
         acc.load(compiled)
         load_seconds = time.monotonic() - start
         run = acc.measure(images, progress)
-    got = run.logits
     model_cycles = int(compiled.cycles.total)
-    mismatches = [int(i) for i in np.nonzero((got != expected).any(axis=1))[0]]
     return {
         "model": model.model,
         "config": config.name,
-        "images": int(len(images)),
+        **compare(expected, run, labels, model_cycles),
+        "clock_hz": config.clock_hz,
+        "inferences_per_second_at_clock": config.clock_hz / model_cycles,
+        "load_seconds": load_seconds,
+        "inferences_per_second_wall": len(images) / run.seconds if run.seconds else 0.0,
+        "device_error": run.error.name,
+    }
+
+
+def compare(expected, run, labels, model_cycles: int) -> dict:
+    """The device's logits and counts (`MeasuredRun`) against the golden logits and the cycle
+    model: what a run is judged by (`mismatches == 0 and cycle_model_equal`)."""
+    got = run.logits
+    mismatches = [int(i) for i in np.nonzero((got != expected).any(axis=1))[0]]
+    return {
+        "images": int(len(expected)),
         "accuracy_golden": float(np.mean(expected.argmax(1) == labels)),
         "accuracy_device": float(np.mean(got.argmax(1) == labels)),
         "mismatches": len(mismatches),
         "mismatching_inputs": mismatches[:50],
         "cycles_per_inference": run.cycles_per_inference,
         "cycles_per_inference_model": model_cycles,
-        "cycle_model_equal": (run.results == len(images)
+        "cycle_model_equal": (run.results == len(expected)
                               and run.busy_cycles == model_cycles * run.results),
-        "clock_hz": config.clock_hz,
-        "inferences_per_second_at_clock": config.clock_hz / model_cycles,
-        "load_seconds": load_seconds,
-        "inferences_per_second_wall": len(images) / run.seconds if run.seconds else 0.0,
-        "device_error": run.error.name,
     }
 
 

@@ -38,3 +38,25 @@ def test_bad_arguments_exit_with_usage(argv, capsys):
 def test_model_names_and_paths():
     assert model_path("sdt").name == "sdt.json" and model_path("sdt").parent.name == "checkpoints"
     assert str(model_path("build/x.json")) == "build/x.json"
+
+
+def test_compare_catches_a_wrong_logit_and_a_wrong_cycle_count():
+    import numpy as np
+
+    from firmware.__main__ import compare
+    from firmware.host import MeasuredRun
+    from hw.status import Status
+
+    expected = np.array([[3, 1], [0, 5], [2, 2]])
+    labels = np.array([0, 1, 0])
+    good = MeasuredRun(expected.copy(), 3, 300, 1.0, Status.OK)
+    report = compare(expected, good, labels, 100)
+    assert report["mismatches"] == 0 and report["cycle_model_equal"]
+    wrong = expected.copy()
+    wrong[1, 0] += 1  # one logit off by one
+    report = compare(expected, MeasuredRun(wrong, 3, 300, 1.0, Status.OK), labels, 100)
+    assert report["mismatches"] == 1 and report["mismatching_inputs"] == [1]
+    assert not compare(expected, MeasuredRun(expected, 3, 301, 1.0, Status.OK), labels,
+                       100)["cycle_model_equal"]
+    assert not compare(expected, MeasuredRun(expected, 2, 200, 1.0, Status.OK), labels,
+                       100)["cycle_model_equal"]  # a result lost
