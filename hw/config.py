@@ -14,6 +14,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 
+class ConfigError(ValueError):
+    """An ArrayConfig file or value is not valid; the message names the file, line or field."""
+
+
 def _is_pow2(value: int) -> bool:
     return value > 0 and value & (value - 1) == 0
 
@@ -71,7 +75,7 @@ class ArrayConfig:
     def __post_init__(self):
         def need(cond: bool, field: str, allowed: str):
             if not cond:
-                raise ValueError(
+                raise ConfigError(
                     f"ArrayConfig.{field} = {getattr(self, field)!r} is not allowed: {allowed}"
                 )
 
@@ -125,19 +129,41 @@ class ArrayConfig:
     @classmethod
     def from_dict(cls, values: dict) -> ArrayConfig:
         known = {f.name for f in fields(cls)}
+        if not isinstance(values, dict):
+            kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+                type(values), "a number")
+            raise ConfigError(f"an ArrayConfig is a JSON object of fields such as "
+                              f'{{"pe_rows": 4, "pe_cols": 16}}, not {kind}')
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"ArrayConfig has no field(s) {', '.join(unknown)}; "
-                             f"known fields: {', '.join(sorted(known))}")
+            raise ConfigError(f"ArrayConfig has no field(s) {', '.join(unknown)}; "
+                              f"known fields: {', '.join(sorted(known))}")
         return cls(**values)
 
     @classmethod
     def from_json(cls, text: str) -> ArrayConfig:
-        return cls.from_dict(json.loads(text))
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"line {err.lineno} column {err.colno}: not valid JSON "
+                              f"({err.msg})") from err
+        return cls.from_dict(values)
 
     @classmethod
     def load(cls, path: str | Path) -> ArrayConfig:
-        return cls.from_json(Path(path).read_text())
+        """The configuration in a JSON file; any error names the file (and the line)."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except FileNotFoundError as err:
+            raise ConfigError(f"config file {path} does not exist (shipped ones: "
+                              "hw/configs/*.json, hw/boards/*.json)") from err
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"config file {path} cannot be read ({err})") from err
+        try:
+            return cls.from_json(text)
+        except ConfigError as err:
+            raise ConfigError(f"config file {path}: {err}") from err
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json())
