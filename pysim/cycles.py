@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hw import isa
+from pysim import cli
 
 DESC_LOAD = 1 + isa.desc_words()  #: read the descriptor's program words, one per cycle
 PASS_OVERHEAD = DESC_LOAD + 2  #: descriptor load, one start cycle, one end-of-pass cycle
@@ -282,26 +283,28 @@ def synaptic_operations(net, trace: dict) -> int:
     return total
 
 
+@cli.entry_point("python -m pysim.cycles")
 def main(argv=None) -> int:
     """`python -m pysim.cycles --model checkpoints/X.json [--config J]`: per-layer table and
-    build/cycles/<model>-<config>.json."""
+    build/cycles/<model>-<config>.json; an expected error is one line and exit status 2."""
     import argparse
     import json
     from pathlib import Path
 
     from hw.compiler import compile_network
     from hw.config import ArrayConfig
-    from pysim.intmodel import IntModel
 
     root = Path(__file__).resolve().parents[1]
     parser = argparse.ArgumentParser(prog="python -m pysim.cycles",
                                      description="cycles and PE utilization per layer")
-    parser.add_argument("--model", required=True, help="exported model manifest (.json)")
+    parser.add_argument("--model", required=True,
+                        help="exported model manifest (.json) or a variant in checkpoints/")
     parser.add_argument("--config", default=str(root / "hw/configs/default.json"),
                         help="ArrayConfig JSON (default: hw/configs/default.json)")
     parser.add_argument("--out", help="report JSON (default: build/cycles/<model>-<config>.json)")
+    cli.add_debug(parser)
     args = parser.parse_args(argv)
-    model = IntModel.load(args.model)
+    model = cli.load_model(args.model)
     config = ArrayConfig.load(args.config)
     report = compile_network(model, config).cycles
     print(f"{Path(args.model).stem} on {config.name} ({config.pe_rows}x{config.pe_cols} PEs, "
