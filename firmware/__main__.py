@@ -8,7 +8,10 @@ board's `ArrayConfig` (`hw/boards/<board>.json`, the one its bitstream was built
 port (pyserial; `--port` also takes pyserial URLs such as `socket://host:port`), reset the
 device, load the network, stream the digits test split through `firmware.host.Accelerator` and
 compare every input's logits with `pysim.golden.run`. The device's busy-cycle counter is checked
-against the cycle model. Prints a summary, writes a JSON report, exits 1 on any mismatch.
+against the cycle model. Prints a summary, writes a JSON report, exits 1 on any mismatch. An
+expected error (a missing model, a bad config, a port that does not open) is one line and exit
+status 2 (`pysim.cli`; `--debug` shows the traceback). `compare` is the verdict of `make sim`
+(`tb.run_sim`) too.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from pysim import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,9 +41,12 @@ def open_transport(port: str | None, socket_path: str | None, baud: int):
 
 def model_path(name: str) -> Path:
     """`checkpoints/<name>.json` for a variant name, else the path as given."""
-    if name.endswith(".json"):
-        return Path(name)
-    return ROOT / "checkpoints" / f"{name}.json"
+    return cli.model_path(name)
+
+
+def per_inference_cycles(compiled) -> int:
+    """The cycle model's busy cycles of one inference of a compiled network."""
+    return int(getattr(compiled.cycles, "per_inference", None) or compiled.cycles.total)
 
 
 def run(transport, model, config, images, labels, timeout: float = 600.0,
@@ -54,13 +62,15 @@ def run(transport, model, config, images, labels, timeout: float = 600.0,
     with Accelerator(transport, timeout=timeout) as acc:
         acc.reset()
         if acc.max_payload != config.max_payload:
-            raise ValueError(f"the device's max_payload is {acc.max_payload}, the config's "
-                             f"{config.max_payload}: it was built from another configuration")
+            raise cli.UsageError(
+                f"the device's max_payload is {acc.max_payload}, the config's "
+                f"{config.max_payload}: it was built from another configuration; give the "
+                "--board or --config of its bitstream")
         start = time.monotonic()
         acc.load(compiled)
         load_seconds = time.monotonic() - start
         run = acc.measure(images, progress)
-    model_cycles = int(compiled.cycles.total)
+    model_cycles = per_inference_cycles(compiled)
     return {
         "model": model.model,
         "config": config.name,
@@ -75,9 +85,18 @@ def run(transport, model, config, images, labels, timeout: float = 600.0,
 
 def compare(expected, run, labels, model_cycles: int) -> dict:
     """The device's logits and counts (`MeasuredRun`) against the golden logits and the cycle
-    model: what a run is judged by (`mismatches == 0 and cycle_model_equal`)."""
-    got = run.logits
+    model: what a run is judged by, on a board and in `make sim` (`tb.run_sim`) alike.
+    `passed` is the verdict: every input's logits equal and the busy cycles the cycle model's."""
+    got = np.asarray(run.logits)
+    expected = np.asarray(expected)
+    if got.shape != expected.shape:  # inputs lost: every one from the first missing differs
+        padded = np.full(expected.shape, np.iinfo(np.int64).min, dtype=np.int64)
+        rows = min(len(got), len(expected))
+        padded[:rows] = got[:rows]
+        got = padded
     mismatches = [int(i) for i in np.nonzero((got != expected).any(axis=1))[0]]
+    cycle_model_equal = bool(run.results == len(expected)
+                             and run.busy_cycles == model_cycles * run.results)
     return {
         "images": int(len(expected)),
         "accuracy_golden": float(np.mean(expected.argmax(1) == labels)),
@@ -86,8 +105,8 @@ def compare(expected, run, labels, model_cycles: int) -> dict:
         "mismatching_inputs": mismatches[:50],
         "cycles_per_inference": run.cycles_per_inference,
         "cycles_per_inference_model": model_cycles,
-        "cycle_model_equal": (run.results == len(expected)
-                              and run.busy_cycles == model_cycles * run.results),
+        "cycle_model_equal": cycle_model_equal,
+        "passed": not mismatches and cycle_model_equal,
     }
 
 
@@ -107,11 +126,11 @@ def summary(r: dict) -> str:
     ])
 
 
+@cli.entry_point("python -m firmware")
 def main(argv=None) -> int:
     from hw.boards import BOARDS, get_board
     from hw.config import ArrayConfig
     from pysim.data import digits_test
-    from pysim.intmodel import IntModel
 
     parser = argparse.ArgumentParser(prog="python -m firmware",
                                      description=__doc__.split("\n")[0])
@@ -124,11 +143,13 @@ def main(argv=None) -> int:
     parser.add_argument("--baud", type=int, help="serial rate (default: the board's)")
     parser.add_argument("--model", default="spikformer",
                         help="variant in checkpoints/ or a path to an exported .json")
-    parser.add_argument("--images", type=int, help="first N test images (default: all 360)")
+    parser.add_argument("--images", type=cli.positive,
+                        help="first N test images (default: all 360)")
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="seconds to wait for any one response")
     parser.add_argument("--out", default="build/board/report.json")
     parser.add_argument("--no-progress", action="store_true")
+    cli.add_debug(parser)
     args = parser.parse_args(argv)
     if args.board is None and args.config is None:
         parser.error("give --board or --config")
@@ -137,14 +158,22 @@ def main(argv=None) -> int:
     board = get_board(args.board) if args.board else None
     config = ArrayConfig.load(args.config) if args.config else board.config()
     baud = args.baud or (board.baud if board else 115_200)
-    model = IntModel.load(model_path(args.model))
+    model = cli.load_model(args.model)
     x, y = digits_test()
     if args.images is not None:
         x, y = x[:args.images], y[:args.images]
     print(f"{args.model} ({model.model}, T={model.T}) for {config.name} "
           f"({config.pe_rows}x{config.pe_cols}x{config.lanes}), {len(x)} images, "
           f"{args.port or args.socket}", flush=True)
-    transport = open_transport(args.port, args.socket, baud)
+    from firmware.transport import TransportError
+
+    try:
+        transport = open_transport(args.port, args.socket, baud)
+    except TransportError as err:
+        hint = ("is the cosimulation serving it?" if args.socket else
+                "is the board plugged in, and does --port name its serial device "
+                "(ls /dev/ttyUSB* /dev/ttyACM*)?")
+        raise cli.UsageError(f"{err}; {hint}") from err
     report = run(transport, model, config, x, y, timeout=args.timeout,
                  progress=not args.no_progress)
     out = Path(args.out)
@@ -152,8 +181,7 @@ def main(argv=None) -> int:
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(summary(report))
     print(f"wrote {out}")
-    ok = report["mismatches"] == 0 and report["cycle_model_equal"]
-    return 0 if ok else 1
+    return 0 if report["passed"] else 1
 
 
 if __name__ == "__main__":

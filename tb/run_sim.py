@@ -6,8 +6,11 @@ for bit against the golden model.
 Steps: load `checkpoints/<model>.json`, compile it for the configuration, build the Verilator
 model of `spikeformer_top` (host link + accelerator), stream the digits test split through
 `firmware.host.Accelerator` over the cosimulation socket, compare every input's logits with
-`pysim.golden.run`, and read the busy-cycle counter to check the cycle model. Prints a summary,
-writes `build/sim/report.json`, exits 1 on any mismatch or cycle-model disagreement.
+`pysim.golden.run`, and read the busy-cycle counter to check the cycle model. The verdict is the
+board runner's (`firmware.__main__.compare`): prints a summary, writes `build/sim/report.json`
+(the mismatching inputs included), exits 1 on any mismatch or cycle-model disagreement. An
+expected error (a missing model, a config that is not a JSON object, a model that does not fit)
+is one line and exit status 2 (`pysim.cli`; `--debug` shows the traceback).
 """
 
 from __future__ import annotations
@@ -17,19 +20,19 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
+from firmware.__main__ import compare, per_inference_cycles
+from pysim import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "hw" / "configs" / "default.json"
+
+__all__ = ["DEFAULT_CONFIG", "ROOT", "main", "pe_utilization", "per_inference_cycles", "run",
+           "summary"]
 
 
 def _step(index: int, total: int, text: str) -> float:
     print(f"step {index}/{total}: {text}", flush=True)
     return time.monotonic()
-
-
-def per_inference_cycles(compiled) -> int:
-    return int(getattr(compiled.cycles, "per_inference", None) or compiled.cycles.total)
 
 
 def pe_utilization(compiled) -> float:
@@ -45,12 +48,11 @@ def run(model_name: str, config_path: str | None, images: int | None, out: Path,
     from hw.config import ArrayConfig
     from pysim import golden
     from pysim.data import digits_test
-    from pysim.intmodel import IntModel
-    from tb.session import Session, build
+    from tb.session import Session, build, build_name
 
     steps = 5
-    t = _step(1, steps, f"load checkpoints/{model_name}.json and the digits test split")
-    model = IntModel.load(ROOT / "checkpoints" / f"{model_name}.json")
+    t = _step(1, steps, f"load {cli.model_path(model_name)} and the digits test split")
+    model = cli.load_model(model_name)
     config = ArrayConfig.load(config_path or DEFAULT_CONFIG)
     x, y = digits_test()
     if images is not None:
@@ -59,14 +61,13 @@ def run(model_name: str, config_path: str | None, images: int | None, out: Path,
 
     t = _step(2, steps, "golden model")
     expected, _ = golden.run(model, x, record=False)
-    accuracy_golden = float(np.mean(expected.argmax(1) == y))
 
     t = _step(3, steps, f"compile for {config.name} ({config.pe_rows}x{config.pe_cols} PEs, "
               f"{config.lanes} lanes)")
     compiled = compile_network(model, config)
     model_cycles = per_inference_cycles(compiled)
 
-    t = _step(4, steps, f"Verilator build in build/cosim/{config.name}")
+    t = _step(4, steps, f"Verilator build in build/cosim/{build_name(config)}")
     built = build(config)
     print(f"  built in {time.monotonic() - t:.1f} s")
 
@@ -77,30 +78,22 @@ def run(model_name: str, config_path: str | None, images: int | None, out: Path,
         acc.load(compiled)
         measured_run = acc.measure(x, progress)
     stats = session.stats
-    got, done, busy = measured_run.logits, measured_run.results, measured_run.busy_cycles
-    measured = measured_run.cycles_per_inference
-    mismatches = [int(i) for i in np.nonzero((got != expected).any(axis=1))[0]]
-    accuracy_rtl = float(np.mean(got.argmax(1) == y))
+    judged = compare(expected, measured_run, y, model_cycles)
     sim_cps = stats.get("cycles", 0) / stats["wall_seconds"] if stats.get("wall_seconds") else 0
     report = {
         "model": model_name,
         "config": config.name,
         "config_values": json.loads(config.to_json()),
-        "images": int(len(x)),
-        "accuracy_golden": accuracy_golden,
-        "accuracy_rtl": accuracy_rtl,
-        "mismatches": len(mismatches),
-        "mismatching_inputs": mismatches[:50],
-        "cycles_per_inference": measured,
-        "cycles_per_inference_model": model_cycles,
-        "cycle_model_equal": done == len(x) and busy == model_cycles * done,
+        **judged,
+        "accuracy_rtl": judged["accuracy_device"],
         "pe_utilization": pe_utilization(compiled),
         "sim_cycles": stats.get("cycles"),
         "sim_wall_seconds": stats.get("wall_seconds"),
         "sim_cycles_per_second": sim_cps,
         "host_seconds": measured_run.seconds,
         "clock_hz": config.clock_hz,
-        "inferences_per_second_at_clock": config.clock_hz / measured if measured else 0.0,
+        "inferences_per_second_at_clock": (config.clock_hz / judged["cycles_per_inference"]
+                                           if judged["cycles_per_inference"] else 0.0),
         "cocotb_passed": session.passed,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -125,14 +118,18 @@ def summary(r: dict) -> str:
     ])
 
 
+@cli.entry_point("python -m tb.run_sim")
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tb.run_sim", description=__doc__.split(
         "\n")[0])
-    parser.add_argument("--model", default="spikformer", help="checkpoints/<model>.json")
+    parser.add_argument("--model", default="spikformer",
+                        help="variant in checkpoints/ or a path to an exported .json")
     parser.add_argument("--config", help=f"ArrayConfig JSON (default {DEFAULT_CONFIG})")
-    parser.add_argument("--images", type=int, help="first N test images (default: all)")
+    parser.add_argument("--images", type=cli.positive,
+                        help="first N test images (default: all)")
     parser.add_argument("--out", default=str(ROOT / "build" / "sim" / "report.json"))
     parser.add_argument("--no-progress", action="store_true")
+    cli.add_debug(parser)
     args = parser.parse_args(argv)
     report = run(args.model, args.config, args.images, Path(args.out),
                  progress=not args.no_progress)
