@@ -29,7 +29,7 @@ which shows it keeps no state.
 place where the reference shows it changes an output, while the reference keeps the right one;
 the checker must then fail (the negative tests in `tests/test_cosim_blocks.py`).
 
-Host side: `build(config)` writes the Verilog into `build/cocotb/blocks_<config>/` and
+Host side: `build(config)` writes the Verilog into `build/cocotb/blocks_<config>_<hash>/` and
 Verilates it through `tb.runner.VerilatorRunner` (`runner.build`); `run(config)` runs the tests
 there (`runner.test`) and returns each one's outcome. `python -m tb.blocks --config <json>`
 runs them from the command line; `WAVES=1` records `dump.fst`.
@@ -534,14 +534,16 @@ def blocks_top(config: ArrayConfig):
 
 
 def build_dir(config: ArrayConfig) -> Path:
-    return BUILD / f"{TOP}_{config.name}"
+    from tb.runner import build_name
+
+    return BUILD / f"{TOP}_{build_name(config)}"
 
 
 def build(config: ArrayConfig):
     """Write the blocks' Verilog and Verilate it (skipped when unchanged); return the runner.
 
-    Folder: `build/cocotb/blocks_<config name>/`, with `sim/` (or `sim_waves/` under
-    `WAVES=1`) holding the Verilator model.
+    Folder: `build/cocotb/blocks_<config name>_<hash>/` (`tb.runner.build_name`), with `sim/`
+    (or `sim_waves/` under `WAVES=1`) holding the Verilator model.
     """
     from amaranth.back import verilog
 

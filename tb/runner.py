@@ -45,6 +45,14 @@ def verilator_on_path() -> None:
                           + os.environ["PATH"])
 
 
+def build_name(config) -> str:
+    """The build folder's name for an `ArrayConfig`: its name and the first 8 hex digits of the
+    SHA-256 of its JSON. A config file without a `name` (which takes `default`) or an edited
+    copy of a shipped one gets a folder of its own instead of overwriting the shipped build."""
+    digest = hashlib.sha256(config.to_json().encode()).hexdigest()[:8]
+    return f"{config.name}_{digest}"
+
+
 def waves_enabled() -> bool:
     """Whether `WAVES` asks for FST traces (any value but empty or 0)."""
     return os.environ.get("WAVES", "0") not in ("", "0")

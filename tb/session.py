@@ -1,13 +1,15 @@
 """Host side of the cosimulation: build `spikeformer_top` with Verilator, run it, connect.
 
-    with Session.open(config, name="default") as session:
+    with Session.open(config) as session:
         acc = session.accelerator()          # firmware.host.Accelerator on the simulated RTL
         acc.load(compiled); acc.infer(images)
 
-One build folder per configuration under `build/cosim/<name>/` holds the generated Verilog and
-the Verilator model, built and run through the cocotb runner (`tb.runner.VerilatorRunner`); a
-rebuild with unchanged Verilog skips Verilator and `make` has nothing to do. `WAVES=1` in the
-environment builds into `sim_waves/` and records an FST trace (`dump.fst` there).
+One build folder per configuration under `build/cosim/<name>_<hash>/` (`build_name`: the
+config's name and a short hash of its JSON, so two configurations of one name never share a
+build) holds the generated Verilog and the Verilator model, built and run through the cocotb
+runner (`tb.runner.VerilatorRunner`); a rebuild with unchanged Verilog skips Verilator and
+`make` has nothing to do. `WAVES=1` in the environment builds into `sim_waves/` and records an
+FST trace (`dump.fst` there).
 """
 
 from __future__ import annotations
@@ -25,9 +27,15 @@ from pathlib import Path
 from firmware.host import Accelerator
 from firmware.transport import SocketTransport, TransportError
 from hw.config import ArrayConfig
-from tb.runner import WARNING_FLAGS, VerilatorRunner, verilator_on_path, waves_enabled
+from tb.runner import (
+    WARNING_FLAGS,
+    VerilatorRunner,
+    build_name,
+    verilator_on_path,
+    waves_enabled,
+)
 
-__all__ = ["Build", "Session", "build", "verilator_on_path", "waves_enabled"]
+__all__ = ["Build", "Session", "build", "build_name", "verilator_on_path", "waves_enabled"]
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build" / "cosim"
@@ -49,7 +57,8 @@ class Build:
 
 def build(config: ArrayConfig, name: str | None = None, core=None, **link_args) -> Build:
     """Generate the top's Verilog and Verilate it in `build/cosim/<name>/sim` (or `sim_waves`)
-    through the cocotb runner (`tb.runner.VerilatorRunner`).
+    through the cocotb runner (`tb.runner.VerilatorRunner`); `name` defaults to
+    `build_name(config)`.
 
     `core` replaces the accelerator (tests of the link alone); `link_args` go to `HostLink`.
     Only the top's ports are public to VPI, so Verilator keeps optimising the inside. The
@@ -58,7 +67,7 @@ def build(config: ArrayConfig, name: str | None = None, core=None, **link_args) 
     """
     from hw.host_link import generate
 
-    name = name or config.name
+    name = name or build_name(config)
     directory = BUILD / name
     sim_dir = directory / ("sim_waves" if waves_enabled() else "sim")
     verilog = directory / f"{TOP}.v"
