@@ -17,6 +17,8 @@ from amaranth.back import verilog
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from pysim import cli
+
 from .accelerator import Accelerator
 from .config import ArrayConfig
 
@@ -61,8 +63,10 @@ def generate(config: ArrayConfig, name: str = "accel_top") -> str:
     return verilog.convert(AxisTop(config), name=name)
 
 
+@cli.entry_point("python -m hw.top")
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hw.top", description=__doc__.split("\n")[0])
+    cli.add_debug(parser)
     sub = parser.add_subparsers(dest="action", required=True)
     gen = sub.add_parser("generate", help="write Verilog of the core")
     gen.add_argument("--config", required=True, help="ArrayConfig JSON file")

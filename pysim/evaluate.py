@@ -34,11 +34,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pysim import golden, torch_int
+from pysim import cli, golden, torch_int
 from pysim.data import digits_test
 from pysim.intmodel import IntModel
 from pysim.torch_models import (
     VARIANTS,
+    checkpoint_paths,
     load_checkpoint,
     load_export,
     load_float_model,
@@ -182,6 +183,7 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@cli.entry_point("python -m pysim.evaluate")
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pysim.evaluate",
                                      description="Evaluate the committed digits models.")
@@ -189,7 +191,12 @@ def main(argv=None) -> int:
     parser.add_argument("--models", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--checkpoints", type=Path, default=None,
                         help="checkpoint folder (default: checkpoints/)")
+    cli.add_debug(parser)
     args = parser.parse_args(argv)
+    folder = args.checkpoints if args.checkpoints is not None else cli.CHECKPOINTS
+    for variant in args.models:
+        if not all(path.exists() for path in checkpoint_paths(variant, folder).values()):
+            raise cli.missing_model(variant, folder)
     rows = []
     for variant in args.models:
         row = evaluate_variant(variant, args.checkpoints)

@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from hw.config import ArrayConfig
+from pysim import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = Path("build/explore")  # relative: the YoWASP tools only see relative paths
@@ -540,8 +541,10 @@ def sweep(rows=DEFAULT_ROWS, cols=DEFAULT_COLS, lanes=DEFAULT_LANES,
     return {"paths": paths, "rows": rows, "results": results}
 
 
+@cli.entry_point("python -m scripts.explore")
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m scripts.explore",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=list(DEFAULT_ROWS))
     parser.add_argument("--cols", type=int, nargs="+", default=list(DEFAULT_COLS))
     parser.add_argument("--lanes", type=int, nargs="+", default=list(DEFAULT_LANES))
@@ -550,14 +553,24 @@ def main(argv=None) -> int:
                         help="digits variants and/or " + ", ".join(CIFAR_WORKLOADS))
     parser.add_argument("--device", default="ecp5-85f", choices=sorted(DEVICES))
     parser.add_argument("--out", default=str(OUT), help="output folder (relative)")
-    parser.add_argument("--jobs", type=int, default=None, help="local worker processes")
+    parser.add_argument("--jobs", type=cli.positive, default=None,
+                        help="local worker processes")
     parser.add_argument("--dask", metavar="SCHEDULER_ADDRESS",
                         help="run on a dask.distributed cluster (pip install '.[cluster]')")
     parser.add_argument("--no-synth", action="store_true",
                         help="cycle model only (no Yosys/nextpnr; no resources or Fmax)")
+    cli.add_debug(parser)
     args = parser.parse_args(argv)
     if Path(args.out).is_absolute():
         parser.error("--out must be relative (the YoWASP tools only see relative paths)")
+    if not any(r <= c for r in args.rows for c in args.cols):
+        parser.error("no point of the sweep has pe_rows <= pe_cols (attention needs it)")
+    for name in args.workloads:
+        if name not in DIGITS_VARIANTS and name not in CIFAR_WORKLOADS:
+            parser.error(f"unknown workload {name!r}; known: "
+                         f"{', '.join(DIGITS_VARIANTS + tuple(CIFAR_WORKLOADS))}")
+        if name in DIGITS_VARIANTS and not cli.model_path(name).exists():
+            raise cli.missing_model(name)
     sweep(args.rows, args.cols, args.lanes, args.weight_bits, args.workloads, args.device,
           Path(args.out), args.jobs, args.dask, synth=not args.no_synth)
     return 0

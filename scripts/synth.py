@@ -14,12 +14,14 @@ the build folder.
 The report holds the resources nextpnr placed (LUTs/LCs, flip-flops, block RAM, SPRAM, DSP),
 the achieved and required clock frequency of every clock nextpnr timed, the seed, the tool
 versions and the `ArrayConfig`. A clock that misses its target still gives a bitstream
-(`--timing-allow-fail`); the report then says `"meets_timing": false` (exit status 2).
+(`--timing-allow-fail`); the report then says `"meets_timing": false` (exit status 3).
 `--synth-only` stops after Yosys (on iCE40 after nextpnr's packer too, whose logic-cell count
 `lc` is the one that must fit: a cell holds one LUT, carry and flip-flop) and checks the counts
 against the device (`report_synth.json`). A full build whose counts already exceed the device
 stops there too, with `"fits": false` and the overflowing resources in `report.json` (exit
-status 1). CI builds the iCEBreaker bitstream in full (tests/test_synth.py): it fits and meets
+status 1). An expected error (unknown board, a config file that is not a JSON object, a model
+or array that does not fit) is one line and exit status 2 (`pysim.cli`; `--debug` shows the
+traceback). CI builds the iCEBreaker bitstream in full (tests/test_synth.py): it fits and meets
 timing, or the test fails.
 """
 
@@ -38,6 +40,7 @@ from importlib import metadata
 from pathlib import Path
 
 from hw.config import ArrayConfig
+from pysim import cli
 
 #: The YoWASP tools, by the variable Amaranth reads for each.
 TOOL_DEFAULTS = {
@@ -314,16 +317,19 @@ def synth_board(board_name: str, *, seed: int = DEFAULT_SEED, out: str | Path = 
     return report
 
 
+@cli.entry_point("python -m scripts.synth")
 def main(argv=None) -> int:
     from hw.boards import BOARDS
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m scripts.synth",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--board", required=True, choices=sorted(BOARDS))
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="nextpnr placer seed")
     parser.add_argument("--config", help="ArrayConfig JSON (default: hw/boards/<board>.json)")
     parser.add_argument("--out", default="build/synth", help="build folder (relative)")
     parser.add_argument("--synth-only", action="store_true",
                         help="stop after Yosys and check the cell counts against the device")
+    cli.add_debug(parser)
     args = parser.parse_args(argv)
     config = ArrayConfig.load(args.config) if args.config else None
     start = time.monotonic()
@@ -332,7 +338,7 @@ def main(argv=None) -> int:
     log(f"done in {time.monotonic() - start:.0f} s")
     if not report["fits"]:
         return 1
-    return 0 if args.synth_only or report["meets_timing"] else 2
+    return 0 if args.synth_only or report["meets_timing"] else 3
 
 
 if __name__ == "__main__":
