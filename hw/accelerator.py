@@ -181,12 +181,8 @@ class _Core(wiring.Component):
         wmem = Memory(shape=unsigned(R * WB), depth=cfg.weight_depth, init=[])
         pmem = Memory(shape=unsigned(A + M), depth=cfg.param_depth, init=[])
         LR = max(1, (L - 1).bit_length())  # bits of a lane rotation amount
-        step_fields = {"col": unsigned(AW), "row": unsigned(AW), "w": unsigned(WAW), "shift": 4,
-                       "neg": 1}
-        if PACKING:
-            step_fields["rot"] = unsigned(LR)
-        if PAIRED:
-            step_fields.update(pair=1, shift2=4, neg2=1)
+        # The step memory holds each field of `isa.STEP_LAYOUT` at the width this array uses.
+        step_fields = {name: unsigned(n) for name, n in isa.step_bits(cfg).items()}
         step_layout = data.StructLayout(step_fields)
         smem = Memory(shape=step_layout, depth=cfg.step_depth, init=[])
         # A descriptor is NW program words of FPW fields each, read one word per cycle.
@@ -243,10 +239,13 @@ class _Core(wiring.Component):
                 word = Signal(L, name=f"word{port_index}_{c}")
                 if LC:
                     m.d.comb += sel.eq(lo + c)
+                # Only the program's lanes (below pack * T): the lanes above may hold what a
+                # previous program left, which an edge read's shift down or a lane rotation
+                # would otherwise bring in.
                 with m.Switch(sel):
                     for b in range(C):
                         with m.Case(b):
-                            m.d.comb += word.eq(datas[b])
+                            m.d.comb += word.eq(datas[b] & lane_valid)
                 words.append(word)
             return words
 
@@ -382,10 +381,14 @@ class _Core(wiring.Component):
         # lane rotation without lane packing.
         step_word = entry_word(isa.STEP_BYTES)
         unsupported = Const(0, 1)
+        def step_field(name):
+            f = isa.STEP_FIELD[name]
+            return step_word[f.lsb:f.lsb + f.width]
+
         if not PAIRED:
-            unsupported = unsupported | step_word[95]
+            unsupported = unsupported | step_field("pair")
         if not PACKING:
-            unsupported = unsupported | (step_word[32 + isa.ROT_SHIFT:64] != 0)
+            unsupported = unsupported | (step_field("rot") != 0)
         unsupported = (rtype == isa.REC_STEP) & unsupported
 
         with m.If(ld.valid & ld.ready):
@@ -452,16 +455,10 @@ class _Core(wiring.Component):
                                              p_wr.data.eq(Cat(word[:A], word[32:32 + M]))]
                                 m.d.comb += done.eq(nent + 1 == count)
                             with m.Case(isa.REC_STEP):
-                                word = entry_word(isa.STEP_BYTES)
-                                step = {"col": word[:AW], "row": word[32:32 + AW],
-                                        "w": word[64:64 + WAW], "shift": word[80:84],
-                                        "neg": word[87],
-                                        "rot": word[32 + isa.ROT_SHIFT:32 + isa.ROT_SHIFT + LR],
-                                        "pair": word[95], "shift2": word[88:92],
-                                        "neg2": word[92]}
                                 m.d.comb += [s_load_addr.eq(addr), s_wr.en.eq(1),
-                                             s_wr.data.eq(Cat(*[step[name]
-                                                                for name in step_fields]))]
+                                             s_wr.data.eq(Cat(*[
+                                                 step_field(name)[:shape.width]
+                                                 for name, shape in step_fields.items()]))]
                                 m.d.comb += done.eq(nent + 1 == count)
                             with m.Case(isa.REC_DESC):
                                 word = entry_word(4)
@@ -574,7 +571,8 @@ class _Core(wiring.Component):
             "mask": C, "par_t": PAW, "out_t": AW, "rows_left": signed(CW + 1), "first_ct": 1,
             "last_ct": 1, "final": 1}))
         s2 = Signal(data.StructLayout({
-            "valid": 1, "first": 1, "last": 1, "shift": 4, "neg": 1, "pair": 1, "shift2": 4,
+            "valid": 1, "first": 1, "last": 1, "shift": isa.SHIFT_BITS, "neg": 1, "pair": 1,
+            "shift2": isa.SHIFT_BITS,
             "neg2": 1, "col_lo": max(LC, 1),
             "row_lo": max(LC, 1), "onehot": max(LC, 1), "mask": C,
             "up": C, "dn": C, "rot": LR, "seg": 2}))

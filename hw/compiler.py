@@ -157,9 +157,7 @@ class CompiledNetwork:
             recs.append(struct.pack("<BHB", isa.REC_PARAM, start, len(chunk)) + body)
         for start in range(0, len(self.steps), n):
             chunk = self.steps[start:start + n]
-            body = b"".join(struct.pack("<iiHBB", c, r, w, s | (neg << 7),
-                                        s2 | (neg2 << 4) | (pair << 7))
-                            for c, r, w, s, neg, pair, s2, neg2 in chunk)
+            body = b"".join(isa.pack_step(*step) for step in chunk)
             recs.append(struct.pack("<BHB", isa.REC_STEP, start, len(chunk)) + body)
         for index, p in enumerate(self.passes):
             recs.append(struct.pack("<BH", isa.REC_DESC, index) + b"".join(
@@ -404,6 +402,17 @@ class _Builder:
     def add_pass(self, layer: Layer, desc: dict, steps, params, weights=(), useful=0,
                  dump=None, array_ops=0, in_planes=1):
         steps = [tuple(s) + (0,) * (isa.STEP_FIELDS - len(s)) for s in steps]
+        for step in steps:
+            try:
+                entry = isa.pack_step(*step)
+            except ValueError as exc:
+                self.fail(layer.name, f"a reduction step does not encode: {exc}")
+            # What the gateware will hold must be what was meant (no field cut short).
+            held = isa.decode_step(entry, self.cfg)
+            if (held["shift"], held["shift2"]) != (step[3], step[6] if self.cfg.paired_steps
+                                                   else 0):
+                self.fail(layer.name, f"step shift {step[3]}/{step[6]} beyond the array's "
+                          f"{isa.SHIFT_BITS}-bit shift field")
         self.net.passes.append(Pass(layer.name, desc, steps, list(params),
                                     [list(w) for w in weights], useful, dump, array_ops,
                                     in_planes))

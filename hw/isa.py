@@ -21,6 +21,8 @@ operand's lane groups (`rot`, carried in the step's row offset).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 # ---- pass kinds and modes --------------------------------------------------------------------
 OP_ARRAY = 0  #: PE-array pass
 #: 3x3/2 max-pool on spikes: the array's loops and reads, an OR instead of the PE array. A tile
@@ -82,6 +84,99 @@ STEP_BYTES = 12
 #: where its bits are set: two bit-planes of a multi-bit input, or two operands of an
 #: elementwise sum, in one cycle.
 STEP_FIELDS = 8
+#: Bits of a step's weight shift: plane b of an integer operand of up to 32 bits shifts by b.
+SHIFT_BITS = 5
+
+
+@dataclass(frozen=True)
+class BitField:
+    """A field of a load record entry: bits `lsb .. lsb + width - 1` of the little-endian
+    entry, two's complement when `signed`."""
+
+    name: str
+    lsb: int
+    width: int
+    signed: bool = False
+
+    def check(self, value: int) -> int:
+        """`value` as the field's raw bits; ValueError when it does not fit."""
+        lo, hi = ((-(1 << (self.width - 1)), (1 << (self.width - 1)) - 1) if self.signed
+                  else (0, (1 << self.width) - 1))
+        if not lo <= value <= hi:
+            raise ValueError(f"step field {self.name} = {value} does not fit its {self.width} "
+                             f"bits ({lo} .. {hi})")
+        return value & ((1 << self.width) - 1)
+
+    def get(self, entry: int) -> int:
+        """The field's value in the entry `entry` (an int of the entry's bits)."""
+        raw = (entry >> self.lsb) & ((1 << self.width) - 1)
+        return raw - (1 << self.width) if self.signed and raw >> (self.width - 1) else raw
+
+
+#: The one definition of a step entry's bits. The compiler packs with it (`pack_step`), the
+#: gateware slices its load parser's shift register with it, and `pysim.hwref` decodes the
+#: packed load image with it (`decode_step`), so an encoding fault cannot hide in one place.
+#: The row offset and its lane rotation share the second 32-bit word (rotation in bits
+#: `ROT_SHIFT` up, as the compiler computes `row_off | rot << ROT_SHIFT`).
+STEP_LAYOUT = (
+    BitField("col", 0, 32, signed=True),
+    BitField("row", 32, 24, signed=True),
+    BitField("rot", 56, 8),
+    BitField("w", 64, 16),
+    BitField("shift", 80, SHIFT_BITS),
+    BitField("neg", 87, 1),
+    BitField("shift2", 88, SHIFT_BITS),
+    BitField("neg2", 93, 1),
+    BitField("pair", 95, 1),
+)
+STEP_FIELD = {f.name: f for f in STEP_LAYOUT}
+assert all(f.lsb + f.width <= 8 * 12 for f in STEP_LAYOUT)
+
+
+def pack_step(col: int, row: int, w: int, shift: int, neg: int, pair: int, shift2: int,
+              neg2: int) -> bytes:
+    """One step entry (`STEP_BYTES`) from the compiler's step tuple: `row` is the row offset
+    (-2^23 .. 2^23 - 1) plus the lane rotation times 2^`ROT_SHIFT`. ValueError when a value
+    does not fit its field."""
+    rot = (row + (1 << (ROT_SHIFT - 1))) >> ROT_SHIFT
+    values = {"col": col, "row": row - (rot << ROT_SHIFT), "rot": rot,
+              "w": w, "shift": shift, "neg": neg, "shift2": shift2, "neg2": neg2,
+              "pair": pair}
+    entry = 0
+    for f in STEP_LAYOUT:
+        entry |= f.check(values[f.name]) << f.lsb
+    return entry.to_bytes(STEP_BYTES, "little")
+
+
+def step_bits(config) -> dict:
+    """Bits of each step field the gateware keeps in its step memory on `config` (the rest of
+    the entry is dropped at load; a field it cannot hold is refused, see `step_supported`)."""
+    act = config.act_depth * config.pe_cols
+    bits = {"col": _bits(act), "row": _bits(act), "w": _bits(config.weight_depth),
+            "shift": SHIFT_BITS, "neg": 1}
+    if config.lane_packing:
+        bits["rot"] = _bits(config.lanes)
+    if config.paired_steps:
+        bits.update(pair=1, shift2=SHIFT_BITS, neg2=1)
+    return bits
+
+
+def decode_step(entry: bytes, config) -> dict:
+    """A step entry as the gateware holds it: each field cut to `step_bits(config)` (fields the
+    array does not build read 0). Addresses are modular, as the gateware's adders are."""
+    value = int.from_bytes(entry, "little")
+    keep = step_bits(config)
+    return {f.name: (f.get(value) & ((1 << keep[f.name]) - 1) if f.name in keep else 0)
+            for f in STEP_LAYOUT}
+
+
+def step_supported(entry: bytes, config) -> bool:
+    """Whether the array can run this step: a paired step needs `paired_steps`, a lane
+    rotation `lane_packing` (the gateware answers DOES_NOT_FIT otherwise)."""
+    value = int.from_bytes(entry, "little")
+    if not config.paired_steps and STEP_FIELD["pair"].get(value):
+        return False
+    return config.lane_packing or not STEP_FIELD["rot"].get(value)
 DESC_BYTES = 4 * len(DESC_FIELDS)
 GLOBAL_BYTES = 4 * len(GLOBAL_FIELDS)
 COMMIT_BYTES = 6

@@ -27,7 +27,7 @@ Throughput: one reduction step per cycle, `pe_rows * pe_cols * lanes` lane opera
 Cost: `2 * pe_rows * pe_cols * lanes` registers of `acc_bits` (working + shadow; half without
 double buffering), `pe_rows * pe_cols * lanes` `acc_bits` adders, each behind an AND (single
 steps) or a 4-way operand select (paired);
-per row one barrel shifter of `weight_bits` by 0 .. 15 and a conditional negation (two, and an
+per row one barrel shifter of `weight_bits` by 0 .. 31 and a conditional negation (two, and an
 adder for t + t2, when paired); no multipliers.
 """
 
@@ -35,6 +35,7 @@ from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from . import isa
 from .config import ArrayConfig
 
 
@@ -52,14 +53,14 @@ class PeArray(wiring.Component):
             "valid": In(1),
             "last": In(1),
             "weight": In(data.ArrayLayout(signed(config.weight_bits), R)),
-            "shift": In(4),
+            "shift": In(isa.SHIFT_BITS),
             "neg": In(1),
             "rowop": In(data.ArrayLayout(L, R)),
             "colop": In(data.ArrayLayout(L, C)),
             "shadow": Out(acc_layout(config)),
         }
         if config.paired_steps:
-            members.update(shift2=In(4), neg2=In(1), colop2=In(data.ArrayLayout(L, C)))
+            members.update(shift2=In(isa.SHIFT_BITS), neg2=In(1), colop2=In(data.ArrayLayout(L, C)))
         if not config.double_buffer:
             members["clear"] = In(1)
         super().__init__(members)

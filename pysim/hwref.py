@@ -12,6 +12,8 @@ Imports nothing from Amaranth.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from hw import isa
@@ -98,6 +100,67 @@ def rotate_groups(words, amount, used: int):
     return ((words << amount) | (words >> (used - amount))) & ((1 << used) - 1)
 
 
+@dataclass
+class LoadImage:
+    """A load image as the gateware's parser stores it (`decode_image`)."""
+
+    globals: dict
+    weights: np.ndarray  #: (weight_depth, pe_rows) signed `weight_bits`
+    params: np.ndarray  #: (param_depth, 2): bias (signed `acc_bits`), threshold (`membrane_bits`)
+    steps: np.ndarray  #: (step_depth, STEP_FIELDS) as `isa.decode_step` gives them
+    descs: list  #: per pass, every descriptor field cut to its register's width
+
+
+def _signed(value, bits: int):
+    """The low `bits` bits of `value` read as two's complement."""
+    value = np.asarray(value, np.int64) & ((1 << bits) - 1)
+    return value - ((value >> (bits - 1)) << bits)
+
+
+def decode_image(records, config) -> LoadImage:
+    """Parse load records (`CompiledNetwork.records()`) exactly as the gateware's load parser
+    does: weights, parameters and steps cut to the widths its memories hold, descriptor and
+    global fields to its registers' widths. A reference that executes the decoded image sees
+    any fault of the encoding (a field too narrow, a sign lost) that the RTL would."""
+    cfg = config
+    R, WB = cfg.pe_rows, cfg.weight_bits
+    bits = isa.field_bits(cfg)
+    weights = np.zeros((cfg.weight_depth, R), np.int64)
+    params = np.zeros((cfg.param_depth, 2), np.int64)
+    steps = np.zeros((cfg.step_depth, isa.STEP_FIELDS), np.int64)
+    descs, glob = {}, {}
+    order = ("col", "row", "w", "shift", "neg", "pair", "shift2", "neg2")
+    for rec in records:
+        kind = rec[0]
+        if kind == isa.REC_GLOBAL:
+            for i, name in enumerate(isa.GLOBAL_FIELDS):
+                value = int.from_bytes(rec[1 + 4 * i:5 + 4 * i], "little")
+                glob[name] = value & ((1 << bits[name]) - 1)
+        elif kind == isa.REC_DESC:
+            index = int.from_bytes(rec[1:3], "little")
+            descs[index] = {
+                name: int.from_bytes(rec[3 + 4 * i:7 + 4 * i], "little") & ((1 << bits[name]) - 1)
+                for i, name in enumerate(isa.DESC_FIELDS)}
+        elif kind in (isa.REC_WEIGHT, isa.REC_PARAM, isa.REC_STEP):
+            addr, count = int.from_bytes(rec[1:3], "little"), rec[3]
+            size = {isa.REC_WEIGHT: R, isa.REC_PARAM: isa.PARAM_BYTES,
+                    isa.REC_STEP: isa.STEP_BYTES}[kind]
+            for n in range(count):
+                entry = rec[4 + n * size:4 + (n + 1) * size]
+                if kind == isa.REC_WEIGHT:
+                    weights[addr + n] = _signed(np.frombuffer(entry, np.uint8), WB)
+                elif kind == isa.REC_PARAM:
+                    value = int.from_bytes(entry, "little")
+                    params[addr + n] = (_signed(value, cfg.acc_bits),
+                                        _signed(value >> 32, cfg.membrane_bits))
+                else:
+                    step = isa.decode_step(entry, cfg)
+                    row = step["row"] | step["rot"] << isa.ROT_SHIFT
+                    steps[addr + n] = [row if name == "row" else step[name] for name in order]
+    passes = [descs[i] for i in range(len(descs))]
+    return LoadImage(glob, weights, params, steps, passes)
+
+
 class Executor:
     """Runs a compiled program pass by pass on a flat word memory, as the sequencer does.
 
@@ -108,15 +171,15 @@ class Executor:
     def __init__(self, net):
         self.net = net
         self.cfg = net.config
-        self.T = net.globals["T"]
-        self.pack = net.globals["pack"]
+        image = self.image = decode_image(net.records(), self.cfg)
+        self.T = image.globals["T"]
+        self.pack = image.globals["pack"]
         self.valid, self.group = lane_masks(self.T, self.pack, self.cfg.lanes)
-        self.weights = np.zeros((self.cfg.weight_depth, self.cfg.pe_rows), np.int64)
-        self.weights[:len(net.weights)] = np.asarray(net.weights, np.int64)
-        self.params = np.zeros((self.cfg.param_depth, 2), np.int64)
-        self.params[:len(net.params)] = np.asarray(net.params, np.int64).reshape(-1, 2)
-        self.steps = np.asarray(net.steps, np.int64).reshape(-1, isa.STEP_FIELDS)
+        self.weights, self.params, self.steps = image.weights, image.params, image.steps
         self.mem = np.zeros((1, self.cfg.act_depth * self.cfg.pe_cols), np.int64)
+        #: Activation memory contents before the first input (what a previous program left);
+        #: the gateware must not depend on words this program did not write.
+        self.stale = None
 
     def run(self, image, trace: bool = False) -> bytes:
         """One input -> the result payload the accelerator sends (trace dumps, then logits)."""
@@ -124,10 +187,12 @@ class Executor:
 
     def run_batch(self, images, trace: bool = False) -> list[bytes]:
         """Inputs -> one result payload per input."""
-        cfg, g = self.cfg, self.net.globals
+        cfg, g = self.cfg, self.image.globals
         payloads = [self.net.encode_input(image, trace) for image in images]
         pixels = np.stack([np.frombuffer(p[1:], np.uint8) for p in payloads]).astype(np.int64)
         self.mem = np.zeros((len(payloads), cfg.act_depth * cfg.pe_cols), np.int64)
+        if self.stale is not None:
+            self.mem[:] = self.stale
         k = self.pack
         lanes = self.group << (self.T * np.arange(k))  # lane group of each pixel of a word
         for b in range(g["pixel_bits"]):
@@ -136,15 +201,14 @@ class Executor:
             self.mem[:, addr] = (bits * lanes).sum(axis=2)
         out = [bytearray() for _ in payloads]
         wb = isa.word_bytes(cfg.lanes)
-        for p in self.net.passes:
-            d = p.desc
+        for d in self.image.descs:
             if d["op"] == isa.OP_MAXPOOL:
                 self.maxpool(d)
             else:
                 for i, logits in enumerate(self.array(d)):
                     out[i] += logits
             if trace and d["dump_words"]:
-                words = self.mem[:, d["dump_base"]:d["dump_base"] + d["dump_words"]]
+                words = self.mem[:, d["dump_base"]:d["dump_base"] + d["dump_words"]] & self.valid
                 for i in range(len(out)):
                     out[i] += words[i].astype("<u1" if wb == 1 else "<u2").tobytes()
         return [bytes(o) for o in out]
@@ -175,7 +239,7 @@ class Executor:
                         last & bool(d["mp_odd"] & 2) & (j == 2 * d["mp_last"]))
                     addr = col_t + st[:, 0][:, None] + np.arange(C)[None, :]
                     addr = addr + np.where(top, d["band"], 0)[:, None]
-                    words = self.mem[:, addr % size]
+                    words = self.mem[:, addr % size] & self.valid  # the used lanes only
                     words = np.where(top[:, None], (words << self.T) & self.valid, words)
                     words = np.where(ok, words, 0) & self.valid
                     for k in range(d["mp_last"] if last else K):
@@ -233,7 +297,9 @@ class Executor:
                             up = (ky[:, None] == 0) & (pos[None, :] < W)
                             dn = (ky[:, None] == 2) & (pos[None, :] >= d["lastrow"])
                         addr = addr + d["band"] * (up.astype(int) - dn)
-                        words = self.mem[:, addr % size]
+                        # Only the used lanes are read: lanes from pack * T up may hold a
+                        # previous program's data, which a shift down would bring in.
+                        words = self.mem[:, addr % size] & self.valid
                         words = np.where(up, words << self.T, np.where(dn, words >> self.T,
                                                                         words))
                         return lane_bits(np.where(mask, words, 0) & self.valid, L)
@@ -245,7 +311,8 @@ class Executor:
                     else:
                         colops = run_words(col_t + col_off)
                     if d["row_mode"] == isa.ROW_RUN:
-                        rw = self.mem[:, (row_t + row_off[:, None] + np.arange(R)[None, :]) % size]
+                        rw = self.mem[:, (row_t + row_off[:, None] + np.arange(R)[None, :])
+                                      % size] & self.valid
                         rw = rotate_groups(rw, rot[None, :, None], used)
                         acc = np.einsum("kr,bkrl,bkcl->brcl", weights, lane_bits(rw, L), colops)
                     else:
