@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 MODEL ?= spikformer
+DATASET ?= digits
 CONFIG ?=
 IMAGES ?=
 BOARD ?= icebreaker
@@ -23,7 +24,7 @@ export OPENFPGALOADER ?= true
 export DFU_SUFFIX ?= true
 export PYTHONHASHSEED := 0
 
-.PHONY: all venv test sim eval train lint synth explore clean
+.PHONY: all venv test test-fast sim eval train lint synth explore clean
 
 all: test
 
@@ -35,17 +36,26 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev,synth]"
 	touch $@
 
+# Both cores (pytest-xdist). A file's tests run on one worker: the tests sharing a Verilator
+# build are in one file each, so no two workers build the same folder (tests/conftest.py).
+JOBS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(JOBS) --dist loadfile
+
+# Pure-Python and Amaranth-simulator tests only: no Verilator, no Yosys/nextpnr, nothing slow.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -n $(JOBS) -m "not rtl and not synth and not slow"
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
+# `make train` retrains every digits variant; `make train DATASET=fashion [MODEL=<v>]` trains
+# the Fashion-MNIST ones (all five, or MODEL only when given), resuming after a kill.
 train: $(STAMP)
-	$(PY) -m pysim.train --all
+	$(PY) -m pysim.train --dataset $(DATASET) $(if $(filter command line environment,$(origin MODEL)),--model $(MODEL),--all)
 
 eval: $(STAMP)
-	$(PY) -m pysim.evaluate --out build/eval/report.json
+	$(PY) -m pysim.evaluate --dataset $(DATASET) $(if $(filter digits,$(DATASET)),--out build/eval/report.json)
 
 sim: $(STAMP)
 	$(PY) -m tb.run_sim --model $(MODEL) $(if $(CONFIG),--config $(CONFIG)) $(if $(IMAGES),--images $(IMAGES))

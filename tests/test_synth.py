@@ -158,6 +158,7 @@ def test_board_top_rejects_unusable_baud():
         get_board("icestick")
 
 
+@pytest.mark.synth
 def test_icebreaker_bitstream_fits_and_meets_timing():
     """CI check: the iCEBreaker bitstream builds in full (Yosys, nextpnr with its fixed seed,
     icepack) from the real board top (UART bridge, host link, accelerator in the board's
