@@ -248,3 +248,58 @@ def test_lean_array_refuses_programs_it_cannot_run():
 
     simulate(bench, LEAN)
     assert seen == [(Status.DOES_NOT_FIT, 0), (Status.DOES_NOT_FIT, 0), (Status.OK, 1)]
+
+
+def test_commit_refuses_a_wrong_checksum_or_record_count():
+    """The commit record carries the number of records before it and their byte sum. A load
+    image whose commit disagrees with what arrived is refused (BAD_RECORD, not ready; an input
+    then gets NOT_LOADED): a checksum or count off by one, a record lost in flight, a weight byte
+    changed in flight. The other tests' helpers recompute the commit; here it stays wrong."""
+    model = random_int_model("iand", seed=2, size=4, dim=4)
+    net = compile_network(model, CFG)
+    recs = net.records()
+    body, (kind, passes, count, checksum) = recs[:-1], struct.unpack("<BHHH", recs[-1])
+    assert kind == isa.REC_COMMIT and count == len(body)
+    assert checksum == sum(sum(r) for r in body) & 0xFFFF
+
+    def commit(count=count, checksum=checksum):
+        return struct.pack("<BHHH", isa.REC_COMMIT, passes, count, checksum)
+
+    weight = next(i for i, r in enumerate(body) if r[0] == isa.REC_WEIGHT)
+    changed = bytearray(body[weight])
+    changed[-1] ^= 0x01  # a weight bit flipped: same length, a byte sum off by one
+    cases = {
+        "checksum + 1": body + [commit(checksum=(checksum + 1) & 0xFFFF)],
+        "checksum - 1": body + [commit(checksum=(checksum - 1) & 0xFFFF)],
+        "count + 1": body + [commit(count=count + 1)],
+        "count - 1": body + [commit(count=count - 1)],
+        "a record lost": body[:weight] + body[weight + 1:] + [commit()],
+        "a weight byte changed": body[:weight] + [bytes(changed)] + body[weight + 1:]
+        + [commit()],
+        "unchanged": recs,
+    }
+    image = random_images(model, 1)[0]
+    seen = {}
+
+    async def bench(ctx, dut):
+        for what, image_recs in cases.items():
+            for rec in image_recs:
+                await send(ctx, dut.load, rec)
+            await ctx.tick()
+            state = (ctx.get(dut.status.error), ctx.get(dut.status.ready))
+            await send(ctx, dut.tokens, net.encode_input(image))
+            await ctx.tick()
+            seen[what] = (*state, ctx.get(dut.status.error))
+            if what == "unchanged":
+                seen["payload"], _ = await receive(ctx, dut, 20_000)
+            ctx.set(dut.clear, 1)
+            await ctx.tick()
+            ctx.set(dut.clear, 0)
+
+    simulate(bench)
+    payload = seen.pop("payload")
+    refused = (Status.BAD_RECORD, 0, Status.NOT_LOADED)  # and the input dropped, not computed
+    assert seen == {what: (refused if what != "unchanged" else (Status.OK, 1, Status.OK))
+                    for what in cases}
+    logits, _ = golden.run(model, image[None])
+    np.testing.assert_array_equal(net.decode_result(payload, False)[0], logits[0])
