@@ -30,8 +30,9 @@ def float_lif(x: np.ndarray, threshold: Fraction) -> tuple[np.ndarray, int]:
     return spikes, at_threshold
 
 
-def check_lif(x_tc: np.ndarray, theta: np.ndarray, shift: int) -> int:
-    """golden.lif, torch_int.lif and the LIF module all equal the exact float recursion.
+def check_lif(x_tc: np.ndarray, theta: np.ndarray, shift: int, reference=float_lif) -> int:
+    """golden.lif, torch_int.lif and the LIF module all equal the exact float recursion
+    (`reference`, models.md's `float_lif` unless a test swaps in another neuron).
 
     `x_tc` is (T, C); returns the number of at-threshold events exercised.
     """
@@ -43,7 +44,7 @@ def check_lif(x_tc: np.ndarray, theta: np.ndarray, shift: int) -> int:
     events = 0
     for c in range(C):
         threshold = Fraction(int(theta[c]), 2 ** shift)
-        expected, hits = float_lif(x_tc[:, c:c + 1], threshold)
+        expected, hits = reference(x_tc[:, c:c + 1], threshold)
         events += hits
         np.testing.assert_array_equal(gold[:, c:c + 1], expected, err_msg=f"channel {c}")
         module = LIF(float(threshold))(torch.from_numpy(x_tc[:, c:c + 1].astype(np.float64)))
@@ -104,14 +105,20 @@ def test_golden_lif_property(T, shift, theta, data):
 
 
 def test_strictly_greater_neuron_is_caught():
-    # FireFly v2's neuron fires on '>' (a threshold a hair above theta): the golden model's
-    # spikes differ from it exactly on the at-threshold steps, so the comparison would fail.
+    # FireFly v2's neuron fires on '>' (a threshold a hair above theta): it differs from the
+    # golden model exactly on the at-threshold steps, and the checker of the tests above
+    # (check_lif) must say so, while it passes the '>=' neuron of models.md on the same input.
     x = np.full((2, 1), 6)
     gold = golden.lif(x.reshape(1, 2, 1, 1, 1), np.array([3]), 0)[0, :, :, 0, 0]
     strict, _ = float_lif(x, Fraction(3) + Fraction(1, 2**40))
     assert gold[:, 0].tolist() == [1, 1] and strict[:, 0].tolist() == [0, 1]
-    with pytest.raises(AssertionError):
-        np.testing.assert_array_equal(gold, strict)
+
+    def strictly_greater(x_c, threshold):
+        return float_lif(x_c, threshold + Fraction(1, 2**40))
+
+    with pytest.raises(AssertionError, match="channel 0"):
+        check_lif(x, np.array([3]), 0, reference=strictly_greater)
+    assert check_lif(x, np.array([3]), 0) == 2  # both steps land exactly on the threshold
 
 
 # ---- training -------------------------------------------------------------------------------

@@ -87,6 +87,8 @@ def test_rx_fails_beyond_tolerance():
     # A sender 9 % fast lands the stop-bit sample in the next start bit: the check must notice.
     data = payload(5, 12)
     got, _, errors = run_rx(32, [ref_frame(b) for b in data], bit_cycles=29)
+    assert errors, "the receiver's framing check did not notice the drift"
+    assert len(got) + len(errors) <= len(data)  # a flagged frame is dropped, not delivered
     assert got != data
 
 
