@@ -114,6 +114,44 @@ def test_float_graph_matches_export_layers(variant):
     assert export.layers[0].name.startswith(("sps.conv0", "scs.conv0"))
 
 
+def assert_same_model(a: IntModel, b: IntModel) -> None:
+    """Every field, tensor, layer and array (values and dtype) of two integer models equal."""
+    for name in ("model", "T", "weight_bits", "num_classes", "input", "output", "tensors",
+                 "meta"):
+        assert getattr(a, name) == getattr(b, name), name
+    assert len(a.layers) == len(b.layers)
+    for la, lb in zip(a.layers, b.layers, strict=True):
+        assert (la.name, la.kind, tuple(la.inputs), la.output, la.params) == \
+            (lb.name, lb.kind, tuple(lb.inputs), lb.output, lb.params), la.name
+        assert sorted(la.arrays) == sorted(lb.arrays), la.name
+        for role, array in la.arrays.items():
+            assert array.dtype == lb.arrays[role].dtype, f"{la.name}.{role}"
+            np.testing.assert_array_equal(array, lb.arrays[role], err_msg=f"{la.name}.{role}")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_committed_export_is_the_checkpoints_export(variant):
+    """The committed `checkpoints/<v>.json/.npz` is exactly what the committed checkpoint's QAT
+    model exports: a hand-edited export (even with its checksum recomputed) fails here."""
+    from pysim.torch_models import load_checkpoint, load_qat_model
+
+    meta = load_checkpoint(variant).get("meta", {})
+    assert_same_model(load_export(variant), load_qat_model(variant).export(meta=meta))
+
+
+def test_a_hand_edited_export_is_not_the_checkpoints(tmp_path):
+    """Negative control: one weight changed by one and saved with a fresh checksum loads
+    cleanly, and the comparison above refuses it."""
+    from pysim.torch_models import load_checkpoint, load_qat_model
+
+    edited = _flip_weight_bit(load_export("spikformer"), "block0.mlp.fc1")
+    edited.save(tmp_path / "spikformer")
+    reloaded = IntModel.load(tmp_path / "spikformer.json")
+    meta = load_checkpoint("spikformer").get("meta", {})
+    with pytest.raises(AssertionError, match=r"block0\.mlp\.fc1\.weight"):
+        assert_same_model(reloaded, load_qat_model("spikformer").export(meta=meta))
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_fake_quantized_model_predicts_like_its_export(variant, test_split):
     images, _ = test_split
