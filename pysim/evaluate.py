@@ -1,13 +1,15 @@
-"""Evaluate the committed models on the digits test split: accuracy, bit-exactness, operations.
+"""Evaluate the committed models on a test split: accuracy, bit-exactness, operations.
 
-    python -m pysim.evaluate --out build/eval/report.json     # `make eval`
+    python -m pysim.evaluate --out build/eval/report.json                     # `make eval`
+    python -m pysim.evaluate --dataset fashion --out build/eval/fashion/report.json
+                                                              # `make eval DATASET=fashion`
 
 For every variant it loads the committed checkpoint and export and reports the float model's
 accuracy (stage 1: BatchNorm, float weights), the QAT model's, the golden (integer) model's, the
 number of values on which the PyTorch integer mode and the golden model disagree (every trace
-entry, all 360 images; 0 means bit-exact), the parameter count, synaptic operations per
-inference and the seed papers' energy estimate. The JSON comes first; `report.md` is a table
-made from it.
+entry, every test image: 360 digits, 10,000 Fashion-MNIST; 0 means bit-exact), the parameter
+count, synaptic operations per inference and the seed papers' energy estimate. The JSON comes
+first; `report.md` is a table made from it.
 
 Operation counts (per inference, averaged over the test split, all T time steps):
 
@@ -35,7 +37,6 @@ import numpy as np
 import torch
 
 from pysim import cli, golden, torch_int
-from pysim.data import digits_test
 from pysim.intmodel import IntModel
 from pysim.torch_models import (
     VARIANTS,
@@ -45,7 +46,12 @@ from pysim.torch_models import (
     load_float_model,
     load_qat_model,
 )
-from pysim.train import accuracy
+from pysim.train import DATASETS, accuracy, checkpoint_dir, dataset_test
+
+DATASET_NAMES = {"digits": "sklearn digits, stratified 80/20 split, random_state=0",
+                 "fashion": "Fashion-MNIST, the 10,000-image t10k test split"}
+#: Images per golden / torch-int batch (bounds the memory of a full trace).
+EVAL_BATCH = 400
 
 #: Energy per operation at 45 nm, as used by the seed papers.
 E_AC_PJ = 0.9
@@ -123,21 +129,51 @@ def mismatches(trace_a: dict, trace_b: dict) -> int:
     return total
 
 
-def evaluate_variant(variant: str, directory=None) -> dict:
-    """All figures of one variant from its committed checkpoint and export."""
-    x_test, y_test = digits_test()
+def evaluate_variant(variant: str, directory=None, dataset: str = "digits",
+                     limit: int | None = None) -> dict:
+    """All figures of one variant from its committed checkpoint and export.
+
+    The golden model and the integer mode run in batches of `EVAL_BATCH` images; counts and
+    firing rates are averaged over all images. `limit` evaluates the first images only.
+    """
+    x_test, y_test = dataset_test(dataset)
+    if limit is not None:
+        x_test, y_test = x_test[:limit], y_test[:limit]
+    directory = checkpoint_dir(dataset) if directory is None else directory
     start = time.monotonic()
     intmodel = load_export(variant, directory)
     torch.set_num_threads(1)
     float_acc = accuracy(load_float_model(variant, directory), x_test, y_test)
     qat_acc = accuracy(load_qat_model(variant, directory), x_test, y_test)
-    logits, trace = golden.run(intmodel, x_test)
-    _, torch_trace = torch_int.run(intmodel, x_test)
-    ops = operation_counts(intmodel, x_test, trace)
+    correct = bad = entries = 0
+    sums = {"synaptic_ops": 0.0, "first_layer_macs": 0.0}
+    per_layer: dict = {}
+    rates: dict = {}
+    for first in range(0, len(x_test), EVAL_BATCH):
+        images = x_test[first:first + EVAL_BATCH]
+        n = len(images)
+        logits, trace = golden.run(intmodel, images)
+        _, torch_trace = torch_int.run(intmodel, images)
+        correct += int((logits.argmax(axis=1) == y_test[first:first + n]).sum())
+        bad += mismatches(trace, torch_trace)
+        entries = len(trace)
+        ops = operation_counts(intmodel, images, trace)
+        ann_macs = ops["ann_macs"]
+        for key in sums:
+            sums[key] += ops[key] * n
+        for name, counts in ops["per_layer"].items():
+            for key, value in counts.items():
+                per_layer.setdefault(name, {}).setdefault(key, 0.0)
+                per_layer[name][key] += value * n
+        for name, spec in intmodel.tensors.items():
+            if spec.kind == "spike" and name in trace:
+                rates[name] = rates.get(name, 0.0) + float(trace[name].mean()) * n
+    total = len(x_test)
+    ops = {key: value / total for key, value in sums.items()}
+    per_layer = {name: {k: v / total for k, v in counts.items()}
+                 for name, counts in per_layer.items()}
     snn_pj = ops["synaptic_ops"] * E_AC_PJ + ops["first_layer_macs"] * E_MAC_PJ
-    ann_pj = ops["ann_macs"] * E_MAC_PJ
-    spikes = [trace[name].mean() for name, spec in intmodel.tensors.items()
-              if spec.kind == "spike" and name in trace]
+    ann_pj = ann_macs * E_MAC_PJ
     meta = load_checkpoint(variant, directory).get("meta", {})
     return {
         "variant": variant,
@@ -145,37 +181,41 @@ def evaluate_variant(variant: str, directory=None) -> dict:
         "weight_bits": intmodel.weight_bits,
         "float_accuracy": float_acc,
         "qat_accuracy": qat_acc,
-        "golden_accuracy": float((logits.argmax(axis=1) == y_test).mean()),
-        "bit_exact_mismatches": mismatches(trace, torch_trace),
-        "trace_entries": len(trace),
+        "golden_accuracy": correct / total,
+        "bit_exact_mismatches": bad,
+        "trace_entries": entries,
         "parameters": intmodel.parameter_count(),
         "synaptic_ops": ops["synaptic_ops"],
         "first_layer_macs": ops["first_layer_macs"],
-        "ann_macs": ops["ann_macs"],
+        "ann_macs": ann_macs,
         "energy_snn_nj": snn_pj / 1000,
         "energy_ann_nj": ann_pj / 1000,
-        "mean_firing_rate": float(np.mean(spikes)),
-        "per_layer": ops["per_layer"],
-        "training": {k: meta[k] for k in ("seed", "epochs", "qat_epochs") if k in meta},
+        "mean_firing_rate": float(np.mean([r / total for r in rates.values()])),
+        "per_layer": per_layer,
+        "training": {k: meta[k] for k in ("seed", "epochs", "qat_epochs", "lr", "batch",
+                                          "val_float_accuracy", "val_qat_accuracy",
+                                          "train_minutes_this_run") if k in meta},
         "seconds": round(time.monotonic() - start, 2),
     }
 
 
 def to_markdown(report: dict) -> str:
     """The README table made from the JSON report."""
+    title = "Fashion-MNIST" if report.get("dataset_key") == "fashion" else "Digits"
     lines = [
-        f"Digits test split ({report['test_images']} images), T = {report['T']}, "
+        f"{title} test split ({report['test_images']} images), T = {report['T']}, "
         f"{report['weight_bits']}-bit weights. Energy: {E_AC_PJ} pJ per accumulate, "
         f"{E_MAC_PJ} pJ per MAC (45 nm).",
         "",
-        "| model | float acc | golden acc | torch-int vs golden mismatches | params | "
+        "| model | float acc | QAT acc | golden acc | torch-int vs golden mismatches | params | "
         "synaptic ops / inf | first-layer MACs | SNN energy (nJ) | ANN MACs | "
         "ANN energy (nJ) | firing rate |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in report["models"]:
         lines.append(
-            f"| {row['variant']} | {row['float_accuracy']:.2%} | {row['golden_accuracy']:.2%} | "
+            f"| {row['variant']} | {row['float_accuracy']:.2%} | {row['qat_accuracy']:.2%} | "
+            f"{row['golden_accuracy']:.2%} | "
             f"{row['bit_exact_mismatches']} | {row['parameters']:,} | "
             f"{row['synaptic_ops']:,.0f} | {row['first_layer_macs']:,.0f} | "
             f"{row['energy_snn_nj']:.1f} | {row['ann_macs']:,} | {row['energy_ann_nj']:.1f} | "
@@ -186,35 +226,50 @@ def to_markdown(report: dict) -> str:
 @cli.entry_point("python -m pysim.evaluate")
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pysim.evaluate",
-                                     description="Evaluate the committed digits models.")
-    parser.add_argument("--out", type=Path, default=Path("build/eval/report.json"))
-    parser.add_argument("--models", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+                                     description="Evaluate the committed models.")
+    parser.add_argument("--dataset", choices=DATASETS, default="digits")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="report path (default: build/eval/report.json for digits, "
+                             "build/eval/<dataset>/report.json otherwise)")
+    parser.add_argument("--models", nargs="+", choices=VARIANTS, default=None,
+                        help="variants (default: all; for Fashion-MNIST those with checkpoints)")
     parser.add_argument("--checkpoints", type=Path, default=None,
-                        help="checkpoint folder (default: checkpoints/)")
+                        help="checkpoint folder (default: checkpoints/ or checkpoints/<dataset>/)")
+    parser.add_argument("--limit", type=cli.positive, default=None,
+                        help="first N test images only")
     cli.add_debug(parser)
     args = parser.parse_args(argv)
-    folder = args.checkpoints if args.checkpoints is not None else cli.CHECKPOINTS
-    for variant in args.models:
+    out = args.out or (Path("build/eval/report.json") if args.dataset == "digits"
+                       else Path("build/eval") / args.dataset / "report.json")
+    folder = args.checkpoints or checkpoint_dir(args.dataset)
+    models = args.models
+    if models is None:
+        models = [v for v in VARIANTS if args.dataset == "digits"
+                  or (folder / f"{v}.json").exists()]
+        if not models:
+            parser.error(f"no checkpoints in {folder}; train with `make train "
+                         f"DATASET={args.dataset}`")
+    for variant in models:
         if not all(path.exists() for path in checkpoint_paths(variant, folder).values()):
             raise cli.missing_model(variant, folder)
     rows = []
-    for variant in args.models:
-        row = evaluate_variant(variant, args.checkpoints)
-        print(f"{variant}: float {row['float_accuracy']:.2%}, golden "
-              f"{row['golden_accuracy']:.2%}, mismatches {row['bit_exact_mismatches']}, "
-              f"{row['synaptic_ops']:,.0f} synaptic ops ({row['seconds']} s)")
+    for variant in models:
+        row = evaluate_variant(variant, folder, args.dataset, args.limit)
+        print(f"{variant}: float {row['float_accuracy']:.2%}, QAT {row['qat_accuracy']:.2%}, "
+              f"golden {row['golden_accuracy']:.2%}, mismatches {row['bit_exact_mismatches']}, "
+              f"{row['synaptic_ops']:,.0f} synaptic ops ({row['seconds']} s)", flush=True)
         rows.append(row)
-    x_test, _ = digits_test()
-    report = {"dataset": "sklearn digits, stratified 80/20 split, random_state=0",
-              "test_images": len(x_test), "T": rows[0]["T"],
+    x_test, _ = dataset_test(args.dataset)
+    report = {"dataset": DATASET_NAMES[args.dataset], "dataset_key": args.dataset,
+              "test_images": min(len(x_test), args.limit or len(x_test)), "T": rows[0]["T"],
               "weight_bits": rows[0]["weight_bits"], "energy_pj": {"ac": E_AC_PJ,
                                                                    "mac": E_MAC_PJ},
               "models": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
-    markdown = args.out.with_suffix(".md")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    markdown = out.with_suffix(".md")
     markdown.write_text(to_markdown(report))
-    print(f"wrote {args.out} and {markdown}")
+    print(f"wrote {out} and {markdown}")
     return 0
 
 

@@ -62,8 +62,8 @@ def run(model: IntModel, images, record: bool = True):
     with a neuron and ssa/sdsa layers, and "logits" to int64 NumPy arrays (B, T, C, H, W).
     """
     spec = model.input_spec
-    c, size, _ = spec.shape
-    array = check_images(images, size, c, (1 << spec.bits) - 1)
+    c, h, w = spec.shape
+    array = check_images(images, (h, w), c, (1 << spec.bits) - 1)
     x = torch.from_numpy(array).unsqueeze(1).expand(-1, model.T, -1, -1, -1).contiguous()
     env = {model.input: x}
     trace = {}
