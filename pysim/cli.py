@@ -115,8 +115,9 @@ def positive(text: str) -> int:
     return value
 
 
-def available_models(folder: Path = CHECKPOINTS) -> list[str]:
-    """The variants exported in `folder` (a manifest and its arrays both present)."""
+def available_models(folder: Path | None = None) -> list[str]:
+    """The variants exported in `folder` (default `checkpoints/`; a manifest and its arrays)."""
+    folder = Path(folder) if folder is not None else CHECKPOINTS
     if not folder.is_dir():
         return []
     return sorted(p.stem for p in folder.glob("*.json") if p.with_suffix(".npz").exists())
@@ -130,7 +131,9 @@ def shown(path: Path) -> str:
         return str(path)
 
 
-def missing_model(name: str, folder: Path = CHECKPOINTS) -> ModelNotFound:
+def missing_model(name: str, folder: Path | None = None) -> ModelNotFound:
+    """The error for a model that is not there, listing the variants that are."""
+    folder = Path(folder) if folder is not None else CHECKPOINTS
     there = available_models(folder)
     what = (f"no exported model at {name}" if model_path(name, folder) == Path(name)
             else f"no exported model {name!r}")
@@ -140,14 +143,15 @@ def missing_model(name: str, folder: Path = CHECKPOINTS) -> ModelNotFound:
                          "path of an exported .json)")
 
 
-def model_path(name: str, folder: Path = CHECKPOINTS) -> Path:
-    """`<folder>/<name>.json` for a variant name, else `name` as a path (`.json` or a stem)."""
+def model_path(name: str, folder: Path | None = None) -> Path:
+    """`<folder>/<name>.json` (default `checkpoints/`) for a variant name, else `name` as a
+    path (a `.json` manifest or its stem)."""
     if name.endswith(".json") or os.sep in name or "/" in name:
         return Path(name)
-    return folder / f"{name}.json"
+    return (Path(folder) if folder is not None else CHECKPOINTS) / f"{name}.json"
 
 
-def load_model(name: str, folder: Path = CHECKPOINTS):
+def load_model(name: str, folder: Path | None = None):
     """The `IntModel` of a variant name or an export's path; `ModelNotFound` lists the ones
     that exist when there is none (a corrupted export raises `ExportError`)."""
     from pysim.intmodel import IntModel
