@@ -1,10 +1,11 @@
 """Cosimulation on Verilator: the host firmware drives `spikeformer_top` (host link + core).
 
-One Verilator build of the default configuration (`build/cosim/default/`, shared with
+One Verilator build of the default configuration (`build/cosim/default_<hash>/`, shared with
 `make sim`) serves every test here; each test opens its own simulation session. The models are
 the committed checkpoints; every comparison is against `pysim.golden.run`.
 """
 
+import json
 import random
 import struct
 
@@ -207,7 +208,37 @@ def test_corrupted_weight_makes_comparison_fail(built, images):
 
 def test_unchanged_build_skips_verilator(built):
     """Building the same configuration again rewrites nothing and skips Verilator (the model
-    in build/cosim/default/ is reused by the next test session and by `make sim`)."""
+    in build/cosim/default_<hash>/ is reused by the next test session and by `make sim`)."""
     again = build(CONFIG)
     assert not again.verilated and again.sim_dir == built.sim_dir
     assert (again.sim_dir / "spikeformer_top").exists()
+
+
+def test_make_sim_fails_on_a_corrupted_weight(built, images, tmp_path, monkeypatch, capsys):
+    """Negative control of `make sim` itself: its runner (`tb.run_sim`, judged by the board
+    runner's `compare`) sends a load image with one weight bit flipped (well-formed: fresh CRC
+    and commit checksum), exits 1 and names the mismatching inputs in its report."""
+    import hw.compiler
+    from tb import run_sim
+
+    x = images[:3]
+    model, _ = compiled_model("spikformer")
+    expected, _ = golden.run(model, x, record=False)
+    real_compile = hw.compiler.compile_network
+    flipped = []
+
+    def compile_with_a_flipped_weight(model, config):
+        compiled = real_compile(model, config)
+        flipped.append(corrupt_one_weight(compiled, x, expected))
+        return compiled
+
+    monkeypatch.setattr(hw.compiler, "compile_network", compile_with_a_flipped_weight)
+    out = tmp_path / "report.json"
+    assert run_sim.main(["--images", "3", "--out", str(out), "--no-progress"]) == 1
+    assert len(flipped) == 1
+    report = json.loads(out.read_text())
+    assert not report["passed"] and report["cycle_model_equal"]  # the logits alone fail it
+    assert 1 <= report["mismatches"] == len(report["mismatching_inputs"]) <= 3
+    assert set(report["mismatching_inputs"]) <= {0, 1, 2}
+    assert f"{report['mismatches']} inputs differ from the golden model (first: " \
+        in capsys.readouterr().out
