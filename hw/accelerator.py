@@ -13,11 +13,15 @@ Data path of an array pass (one reduction step per cycle, two pipeline stages an
              reads the word `band` away). The next step's word is read as this one moves on,
              so no pipeline register copies the loop state.
     stage 2  bank rotation, edge lane shifts (both runs), row-operand lane-group rotation
-             (attention across bands), lane masks, PE array accumulate; a tile's last step
-             loads the shadow (or, single-buffered, leaves the sums for the drain)
-    drain    one row (all columns) per cycle through `pe_cols` LIF units, or one bit-plane per
-             cycle for raw integer outputs, or a logit per row for the head; writes one run of
-             `pe_cols` words per cycle while the next tile accumulates
+             (attention across bands), lane masks; the PE array registers the operands and
+             each row's shifted, negated weight terms
+    stage 3  PE array accumulate (a select and an adder per lane); a tile's last step loads
+             the shadow (or, single-buffered, leaves the sums for the drain)
+    drain    issues one row (all columns) per cycle, or one bit-plane per cycle for raw integer
+             outputs, or a row's sum for the head; the row's parameters are registered, the
+             row passes the `pe_cols` LIF units' pipeline stages (`lif_stage_lanes`) and is
+             written as one run of `pe_cols` words, while the next tile accumulates; the
+             head's row sums pass a registered adder tree into the running logits
 
 A max-pool pass runs the same loops and reads; stage 2 ORs the 3x3/2 windows instead of
 accumulating and writes each chunk's outputs as one run (`isa.OP_MAXPOOL`).
@@ -85,13 +89,20 @@ def _kept_sum(m, a, b, name: str):
     return total
 
 
-def _sum_tree(m, terms, name: str):
-    """The sum of `terms` as a balanced tree of kept two-input adders (see `_kept_sum`)."""
+def _sum_tree(m, terms, name: str, register_every: int = 0):
+    """The sum of `terms` as a balanced tree of kept two-input adders (see `_kept_sum`); with
+    `register_every` = k, a register after every k levels but the last, so the sum arrives
+    `(levels - 1) // k` cycles later."""
     level = 0
+    levels = max(0, (len(terms) - 1).bit_length())
     while len(terms) > 1:
         terms = [_kept_sum(m, terms[i], terms[i + 1], f"{name}_{level}_{i // 2}")
                  if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
         level += 1
+        if register_every and level % register_every == 0 and level < levels:
+            regs = [Signal.like(t, name=f"{name}_q{level}_{i}") for i, t in enumerate(terms)]
+            m.d.sync += [q.eq(t) for q, t in zip(regs, terms, strict=True)]
+            terms = regs
     return terms[0]
 
 
@@ -582,7 +593,7 @@ class _Core(wiring.Component):
         # the working accumulators and clears them when done.
         wait = (last_step if DOUBLE else first_step) & ~maxpool
         stall = Signal()
-        m.d.comb += stall.eq(wait & (drain_busy | (s2.valid & s2.last)))
+        m.d.comb += stall.eq(wait & (drain_busy | (s2.valid & s2.last) | pe.last_out))
         advance = Signal()
         m.d.comb += advance.eq(s1_valid & ~stall)
         st_next = Mux(tap_last, Mux(st_last, 0, st_n), st_i)
@@ -755,7 +766,10 @@ class _Core(wiring.Component):
         m.d.comb += [pe.valid.eq(s2.valid & ~maxpool), pe.last.eq(s2.last),
                      pe.shift.eq(s2.shift), pe.neg.eq(s2.neg)]
         if not DOUBLE:
-            m.d.comb += pe.clear.eq(drain_done)
+            # The last row is read from the working accumulators a cycle after its issue.
+            clear = Signal()
+            m.d.sync += clear.eq(drain_done)
+            m.d.comb += pe.clear.eq(clear)
 
         # Max-pool: output k of the chunk ORs the run words j = 2k .. 2k + 2 (j = seg * C + c:
         # the column words as the PE array would see them, padding masked, edges shifted); the
@@ -780,81 +794,127 @@ class _Core(wiring.Component):
             m.d.comb += [pe.shift2.eq(s2.shift2), pe.neg2.eq(s2.neg2)]
 
         # ---- drain -----------------------------------------------------------------------------
-        dr_phase = Signal(2)  # 0 idle, 1 first cycle (param read), 2 rows, 3 emit
+        # The drain issues one row (one bit-plane of it for raw outputs) per cycle; the row
+        # travels through a pipeline and is written (or, for the head, added to its logit) at
+        # the end: issue (the parameter memory's read of the row) -> the read registered
+        # with the row's write command -> the LIF units' stages -> the write. The shadow row
+        # is read at the registered stage; the shadow stays put until the issuing is over
+        # and one cycle more (single-buffered: the restart waits a cycle for it).
+        dr_phase = Signal(3)  # 0 idle, 1 first cycle (param read), 2 rows, 3 emit, 4 settle
         dr_row = Signal(range(R + 1))
         dr_plane = Signal(BITS["out_planes"])
         dr_addr = Signal(AW)
         dr_row_addr = Signal(AW)
         last_plane_c = Signal()
         dr_byte = Signal(2)
+        dr_wait = Signal(range(cfg.head_latency + 2))
         logits = [Signal(32, name=f"logit{r}") for r in range(R)]
         m.d.comb += drain_busy.eq(dr_phase != 0)
         # The tile's drain parameters, taken from stage 1 as its last step moves on (the
-        # previous drain is over by then); the drain starts when that step leaves stage 2.
+        # previous drain is over by then); the drain starts when that step leaves the array.
         with m.If(advance & last_step):
             m.d.sync += [dr.mask.eq(valid_cols), dr.par_t.eq(par_t), dr.out_t.eq(out_t),
                          dr.rows_left.eq(rows_left), dr.first_ct.eq(ct_i == 0),
                          dr.last_ct.eq(ct_last), dr.final.eq(ct_last & rg_last & g_last)]
-        with m.If(s2.valid & s2.last & ~maxpool):
+        with m.If(pe.last_out):
             m.d.sync += [dr_phase.eq(1), dr_row.eq(0), dr_plane.eq(0)]
         m.d.comb += p_drain_addr.eq(dr.par_t + dr_row + ((dr_phase == 2) & last_plane_c))
         with m.If(dr_phase == 1):
             m.d.comb += p_drain_addr.eq(dr.par_t)
-        bias = p_rd.data[:A].as_signed()
-        thr = p_rd.data[A:].as_signed()
-        # The drained row of the shadow accumulators: an explicit R-way mux (indexing the
-        # array by a signal would build one all-to-all part-select, slow to elaborate).
-        shadow_row = Signal(pe.shadow.shape().elem_shape, name="shadow_row")
-        with m.Switch(dr_row):
-            for r in range(R):
-                with m.Case(r):
-                    m.d.comb += shadow_row.eq(pe.shadow[r])
-        out_words = Signal(data.ArrayLayout(L, C))
         head = d["out_mode"] == isa.OUT_HEAD
         raw = d["out_mode"] == isa.OUT_RAW
-        row_sum = Signal(signed(32))
-        terms = []
-        for c in range(C):
-            m.submodules[f"lif{c}"] = lif = LifUnit(cfg)
-            m.d.comb += [lif.x.eq(shadow_row[c]), lif.bias.eq(bias), lif.threshold.eq(thr),
-                         lif.start.eq(lane_start), lif.valid.eq(lane_valid),
-                         lif.step.eq(d["out_mode"] == isa.OUT_STEP)]
-            # Raw outputs: bit-plane `dr_plane` of x + bias, from the LIF unit's bias adders.
-            plane = Cat(*[lif.biased[lane].bit_select(dr_plane[:_log2(A + 1)], 1)
-                          for lane in range(L)])
-            terms += [shadow_row[c][lane] for lane in range(L)]
-            m.d.comb += out_words[c].eq(Mux(raw, plane & lane_valid, lif.spikes))
-        m.d.comb += row_sum.eq(_sum_tree(m, terms, "row_sum"))
         row_valid = dr_row < dr.rows_left
         last_plane = dr_plane == d["out_planes"] - 1
         m.d.comb += last_plane_c.eq(last_plane)
-        # The head's running logit of the drained row: the bias on the first column tile, then
-        # the sum so far; one adder for every row.
+        issue = Signal()  # a row (plane) is issued this cycle
+        m.d.comb += issue.eq(dr_phase == 2)
+
+        # Stage D1: the issued row's command and its parameters, registered.
+        d1 = Signal(data.StructLayout({
+            "valid": 1, "write": 1, "row": range(R + 1), "plane": BITS["out_planes"],
+            "addr": AW, "en": C, "first_ct": 1}))
+        d1_bias = Signal(signed(A))
+        d1_thr = Signal(signed(M))
+        m.d.sync += [d1.valid.eq(issue), d1.write.eq(issue & ~head), d1.row.eq(dr_row),
+                     d1.plane.eq(dr_plane), d1.addr.eq(dr_addr),
+                     d1.en.eq(Mux(row_valid, dr.mask, 0)), d1.first_ct.eq(dr.first_ct),
+                     d1_bias.eq(p_rd.data[:A].as_signed()),
+                     d1_thr.eq(p_rd.data[A:].as_signed())]
+        # The drained row of the shadow accumulators: an explicit R-way mux (indexing the
+        # array by a signal would build one all-to-all part-select, slow to elaborate).
+        shadow_row = Signal(pe.shadow.shape().elem_shape, name="shadow_row")
+        with m.Switch(d1.row):
+            for r in range(R):
+                with m.Case(r):
+                    m.d.comb += shadow_row.eq(pe.shadow[r])
+
+        def delayed(value, cycles, name):
+            """`value` `cycles` cycles later (a chain of registers)."""
+            for i in range(cycles):
+                q = Signal.like(value, name=f"{name}_d{i + 1}")
+                m.d.sync += q.eq(value)
+                value = q
+            return value
+
+        LIF_LAT = cfg.lif_latency
+        spikes = Signal(data.ArrayLayout(L, C))
+        planes = Signal(data.ArrayLayout(L, C))
+        terms = []
+        for c in range(C):
+            m.submodules[f"lif{c}"] = lif = LifUnit(cfg)
+            m.d.comb += [lif.x.eq(shadow_row[c]), lif.bias.eq(d1_bias),
+                         lif.threshold.eq(d1_thr), lif.start.eq(lane_start),
+                         lif.valid.eq(lane_valid), lif.step.eq(d["out_mode"] == isa.OUT_STEP),
+                         spikes[c].eq(lif.spikes)]
+            # Raw outputs: bit-plane `plane` of x + bias, from the LIF unit's bias adders.
+            m.d.comb += planes[c].eq(Cat(*[
+                lif.biased[lane].bit_select(d1.plane[:_log2(A + 1)], 1)
+                for lane in range(L)]) & lane_valid)
+            terms += [shadow_row[c][lane] for lane in range(L)]
+        # Write-back: the command and the raw planes wait for the LIF units' stages.
+        wb = delayed(d1, LIF_LAT, "wb")
+        wb_planes = delayed(planes, LIF_LAT, "wb_planes")
+        with m.If(wb.write):
+            m.d.comb += [wr_addr.eq(wb.addr), wr_words.eq(Mux(raw, wb_planes, spikes)),
+                         wr_en.eq(wb.en)]
+        in_flight = [d1.valid] + [delayed(d1.valid, i, "in_flight")
+                                  for i in range(1, LIF_LAT + 1)]
+        drain_pipe_busy = Signal()
+        m.d.comb += drain_pipe_busy.eq(_or_all(in_flight, 1))
+
+        # The head: the row's sum over columns and lanes through a pipelined adder tree,
+        # added to its running logit at the end (the bias on the first column tile).
+        row_sum = _sum_tree(m, terms, "row_sum", register_every=2)
+        HEAD_LAT = cfg.head_latency
+        hd = delayed(d1, HEAD_LAT, "head")
+        hd_bias = delayed(d1_bias, HEAD_LAT, "head_bias")
         logit_row = Signal(32)
-        with m.Switch(dr_row):
+        with m.Switch(hd.row):
             for r in range(R):
                 with m.Case(r):
                     m.d.comb += logit_row.eq(logits[r])
         logit = Signal(32)
-        m.d.comb += logit.eq(Mux(dr.first_ct, bias, logit_row) + row_sum)
+        m.d.comb += logit.eq(Mux(hd.first_ct, hd_bias, logit_row) + row_sum)
+        with m.If(hd.valid & head):
+            with m.Switch(hd.row):
+                for r in range(R):
+                    with m.Case(r):
+                        m.d.sync += logits[r].eq(logit)
+
         with m.Switch(dr_phase):
             with m.Case(1):
                 m.d.sync += [dr_phase.eq(2), dr_addr.eq(dr.out_t), dr_row_addr.eq(dr.out_t)]
             with m.Case(2):
                 with m.If(head):
-                    with m.Switch(dr_row):
-                        for r in range(R):
-                            with m.Case(r):
-                                m.d.sync += logits[r].eq(logit)
-                    with m.If(dr.last_ct & row_valid):
-                        m.d.sync += [dr_phase.eq(3), dr_byte.eq(0)]
-                    with m.Elif(dr_row == R - 1):
-                        m.d.sync += dr_phase.eq(0)
-                        m.d.comb += drain_done.eq(1)
+                    with m.If(dr_row == R - 1):
+                        with m.If(dr.last_ct):
+                            # Emit the tile's logits once the last row's sum is in.
+                            m.d.sync += [dr_phase.eq(4), dr_wait.eq(0)]
+                        with m.Else():
+                            m.d.sync += dr_phase.eq(0)
+                            m.d.comb += drain_done.eq(1)
                     m.d.sync += dr_row.eq(dr_row + 1)
                 with m.Else():
-                    m.d.comb += [wr_addr.eq(dr_addr), wr_words.eq(out_words),
-                                 wr_en.eq(Mux(row_valid, dr.mask, 0))]
                     with m.If(last_plane):
                         nxt = dr_row_addr + d["out_row"]
                         m.d.sync += [dr_plane.eq(0), dr_row.eq(dr_row + 1), dr_row_addr.eq(nxt),
@@ -865,20 +925,24 @@ class _Core(wiring.Component):
                     with m.Else():
                         m.d.sync += [dr_plane.eq(dr_plane + 1),
                                      dr_addr.eq(dr_addr + d["out_plane"])]
+            with m.Case(4):
+                m.d.sync += dr_wait.eq(dr_wait + 1)
+                with m.If(dr_wait == HEAD_LAT):
+                    m.d.sync += [dr_phase.eq(3), dr_row.eq(0), dr_byte.eq(0)]
             with m.Case(3):
                 with m.If(self.results.ready):
                     m.d.sync += dr_byte.eq(dr_byte + 1)
                     with m.If(dr_byte == 3):
-                        m.d.sync += dr_phase.eq(Mux(dr_row == R, 0, 2))
-                        with m.If(dr_row == R):
-                            m.d.sync += dr_row.eq(0)
+                        m.d.sync += dr_row.eq(dr_row + 1)
+                        with m.If((dr_row == R - 1) | (dr_row + 1 == dr.rows_left)):
+                            m.d.sync += [dr_phase.eq(0), dr_row.eq(0)]
                             m.d.comb += drain_done.eq(1)
-        # The logit being emitted: the row just drained (dr_row has moved on), byte by byte
-        # (explicit muxes: a variable part-select would be a multiply by 8).
+        # The logit being emitted, byte by byte (explicit muxes: a variable part-select
+        # would be a multiply by 8).
         emit_logit = Signal(32)
         with m.Switch(dr_row):
             for r in range(R):
-                with m.Case(r + 1):
+                with m.Case(r):
                     m.d.comb += emit_logit.eq(logits[r])
         emit_byte = Signal(8)
         with m.Switch(dr_byte):
@@ -886,8 +950,7 @@ class _Core(wiring.Component):
                 with m.Case(i):
                     m.d.comb += emit_byte.eq(emit_logit[8 * i:8 * i + 8])
         head_final = (dr_phase == 3) & dr.final & (dr_byte == 3) & (
-            (dr_row == R) | (dr_row == dr.rows_left))
-
+            (dr_row == R - 1) | (dr_row + 1 == dr.rows_left))
 
         # ---- sequencer ---------------------------------------------------------------------------
         pass_i = Signal(range(cfg.program_depth))
@@ -984,7 +1047,8 @@ class _Core(wiring.Component):
                 with m.If(mp_write):
                     m.d.comb += [wr_addr.eq(dr.out_t), wr_en.eq(mp_wmask)]
                     m.d.comb += [wr_words[k].eq(mp_next[k]) for k in range(MP_K)]
-                with m.If(~s1_valid & ~s2.valid & ~drain_busy):
+                with m.If(~s1_valid & ~s2.valid & ~pe.last_out & ~drain_busy
+                          & ~drain_pipe_busy):
                     m.next = "PASS_END"
             with m.State("PASS_END"):
                 m.d.sync += dump_i.eq(0)

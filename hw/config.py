@@ -71,6 +71,11 @@ class ArrayConfig:
     #: next tile waits for it: one register per accumulator bit less (on iCE40 one logic cell
     #: less), a drain's cycles more per tile.
     double_buffer: bool = True
+    #: Time-step lanes per LIF pipeline stage (a power of two, at most `lanes`): the membrane
+    #: runs through the lanes one after another, so a stage of fewer lanes is a shorter clock
+    #: path; each stage boundary costs registers (membrane, the lanes still to come) and a
+    #: drain one cycle longer at the end of each pass. `lanes`: one combinational stage.
+    lif_stage_lanes: int = 1
 
     def __post_init__(self):
         def need(cond: bool, field: str, allowed: str):
@@ -108,12 +113,26 @@ class ArrayConfig:
         need(_is_pow2(self.input_depth) and 16 <= self.input_depth <= 65536, "input_depth",
              "a power of two, 16 .. 65536")
         need(16 <= self.max_payload <= 65535, "max_payload", "16 .. 65535 bytes")
+        need(_is_pow2(self.lif_stage_lanes) and self.lif_stage_lanes <= self.lanes,
+             "lif_stage_lanes", f"a power of two, 1 .. lanes ({self.lanes})")
         need(1_000_000 <= self.clock_hz <= 1_000_000_000, "clock_hz", "1 MHz .. 1 GHz")
 
     @property
     def pes(self) -> int:
         """Processing elements in the array."""
         return self.pe_rows * self.pe_cols
+
+    @property
+    def lif_latency(self) -> int:
+        """Pipeline registers inside a LIF unit (`hw.lif.LifUnit.latency`)."""
+        return self.lanes // self.lif_stage_lanes - 1
+
+    @property
+    def head_latency(self) -> int:
+        """Pipeline registers in the head's adder tree over one PE row (`pe_cols * lanes`
+        sums): one after every two adder levels, none after the last (the logit's own add)."""
+        levels = max(0, (self.pe_cols * self.lanes - 1).bit_length())
+        return max(0, (levels - 1) // 2)
 
     @property
     def total_lanes(self) -> int:

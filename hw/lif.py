@@ -8,13 +8,21 @@ every T <= lanes and every threshold shift. The lanes hold groups of T time step
 positions when T < lanes): the membrane restarts at 0 on each lane set in `start` (every T-th
 lane); lanes not in `valid` (from pack * T up) output 0.
 
-Latency: combinational (a chain of `lanes` add/select stages).
+The membrane runs through the lanes in order, so the lanes form a chain. It is cut into stages
+of `ArrayConfig.lif_stage_lanes` lanes with a register between stages: the membrane, the
+reset decision, the spikes so far, the biased inputs still to come and the threshold travel
+together, so a new row enters every cycle. (Every unit of a drain registers the same threshold,
+`step`, `start` and `valid`; Yosys merges those identical flip-flops into one copy.)
+
+Latency: `config.lif_latency` = lanes / lif_stage_lanes - 1 cycles from the inputs to `spikes`
+(0: combinational); `biased` is combinational.
 Throughput: one column (all lanes) per cycle.
-Cost: per lane an `acc_bits + 1` bias adder, a `membrane_bits` adder and comparator; no
-multipliers.
+Cost: per lane an `acc_bits + 1` bias adder, a `membrane_bits` adder and comparator; per stage
+boundary `membrane_bits + 1` bits of membrane, `acc_bits + 1` per lane still to come and one
+per spike already decided; no multipliers.
 """
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -25,6 +33,7 @@ class LifUnit(wiring.Component):
     def __init__(self, config: ArrayConfig):
         self.config = config
         L = config.lanes
+        self.latency = config.lif_latency
         super().__init__({
             "x": In(data.ArrayLayout(signed(config.acc_bits), L)),
             "bias": In(signed(config.acc_bits)),
@@ -46,10 +55,24 @@ class LifUnit(wiring.Component):
         # mux (the same logic, a shorter critical path).
         m = Module()
         L, M = self.config.lanes, self.config.membrane_bits
-        b_prev, reset_prev = None, None
+        S = self.config.lif_stage_lanes
+        m.d.comb += [self.biased[t].eq(self.x[t] + self.bias) for t in range(L)]
+        # What one stage hands the next: the inputs still to come and the chain's state.
+        xs = [self.biased[t] for t in range(L)]
+        thr, step, start, valid = self.threshold, self.step, self.start, self.valid
+        b_prev, reset_prev, spikes = None, None, []
         for t in range(L):
-            x = self.biased[t]
-            m.d.comb += x.eq(self.x[t] + self.bias)
+            if t and t % S == 0:
+                def reg(sig, name, t=t):
+                    q = Signal.like(sig, name=f"{name}_s{t}")
+                    m.d.sync += q.eq(sig)
+                    return q
+                xs = [reg(x, f"x{i}") if i >= t else None for i, x in enumerate(xs)]
+                thr, step = reg(thr, "thr"), reg(step, "step")
+                start, valid = reg(start, "start"), reg(valid, "valid")
+                b_prev, reset_prev = reg(b_prev, "b"), reg(reset_prev, "reset")
+                spikes = [reg(s, f"spike{i}") for i, s in enumerate(spikes)]
+            x = xs[t]
             b = Signal(signed(M), name=f"b{t}")
             alone = (x << L) >> 1  # the membrane from rest
             if b_prev is None:
@@ -57,9 +80,12 @@ class LifUnit(wiring.Component):
             else:
                 carried = Signal(signed(M), name=f"carried{t}")
                 m.d.comb += carried.eq((b_prev + (x << L)) >> 1)
-                m.d.comb += b.eq(Mux(reset_prev | self.start[t], alone, carried))
+                m.d.comb += b.eq(Mux(reset_prev | start[t], alone, carried))
             fired = Signal(name=f"fired{t}")
-            m.d.comb += [fired.eq(b >= self.threshold),
-                         self.spikes[t].eq(fired & self.valid[t])]
-            b_prev, reset_prev = b, fired | self.step
+            spike = Signal(name=f"spike{t}")
+            m.d.comb += [fired.eq(b >= thr), spike.eq(fired & valid[t])]
+            spikes.append(spike)
+            b_prev, reset_prev = b, Signal(name=f"reset{t}")
+            m.d.comb += reset_prev.eq(fired | step)
+        m.d.comb += self.spikes.eq(Cat(*spikes))
         return m

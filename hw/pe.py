@@ -22,13 +22,22 @@ accumulators restart from 0 (a synchronous reset of their flip-flops, so no lane
 for the first step of a tile). Without `ArrayConfig.double_buffer`, `shadow` is the working
 bank itself and `clear` (the drain's end) restarts it.
 
-Latency: 1 cycle (shadow holds a tile's sums the cycle after its `last` step).
+Two stages, so that a lane is only a select and an adder on the clock's path:
+- operand stage: each row's weight terms (`w << shift`, negated; `t + t2` when paired) are
+  computed from the inputs and registered with the operand words, `valid` and `last`: the
+  barrel shifter, the negation and the weight memory's read sit before a register;
+- accumulate stage: per lane `acc += select(rowop AND colop, rowop AND colop2; 0, t, t2,
+  t + t2)`.
+`last_out` is high in the cycle a tile's last step is in the accumulate stage (its sums are
+in `shadow` the cycle after).
+
+Latency: 2 cycles (shadow holds a tile's sums two cycles after its `last` step is presented).
 Throughput: one reduction step per cycle, `pe_rows * pe_cols * lanes` lane operations.
 Cost: `2 * pe_rows * pe_cols * lanes` registers of `acc_bits` (working + shadow; half without
 double buffering), `pe_rows * pe_cols * lanes` `acc_bits` adders, each behind an AND (single
-steps) or a 4-way operand select (paired);
-per row one barrel shifter of `weight_bits` by 0 .. 31 and a conditional negation (two, and an
-adder for t + t2, when paired); no multipliers.
+steps) or a 4-way operand select (paired); per row one barrel shifter of `weight_bits` by
+0 .. 31 and a conditional negation (two, and an adder for t + t2, when paired); operand
+registers: `acc_bits` per row and term, `lanes` per row and column operand; no multipliers.
 """
 
 from amaranth import Cat, Module, Mux, Signal, signed
@@ -58,12 +67,16 @@ class PeArray(wiring.Component):
             "rowop": In(data.ArrayLayout(L, R)),
             "colop": In(data.ArrayLayout(L, C)),
             "shadow": Out(acc_layout(config)),
+            "last_out": Out(1),
         }
         if config.paired_steps:
             members.update(shift2=In(isa.SHIFT_BITS), neg2=In(1), colop2=In(data.ArrayLayout(L, C)))
         if not config.double_buffer:
             members["clear"] = In(1)
         super().__init__(members)
+
+    #: Cycles from a step at the inputs to its sums in the accumulators.
+    latency = 2
 
     def elaborate(self, platform):
         m = Module()
@@ -78,33 +91,52 @@ class PeArray(wiring.Component):
             m.d.comb += value.eq(Mux(neg, -shifted, shifted))
             return value
 
+        # ---- operand stage: registered terms and operand words ----------------------------
+        valid, last = Signal(), Signal()
+        m.d.sync += [valid.eq(self.valid), last.eq(self.valid & self.last)]
+        m.d.comb += self.last_out.eq(valid & last)
+        rowop = Signal.like(self.rowop)
+        colop = Signal.like(self.colop)
+        m.d.sync += [rowop.eq(self.rowop), colop.eq(self.colop)]
+        t1s, t2s, boths = [], [], []
+        for r in range(R):
+            t1c = term("", self.shift, self.neg, r)
+            t1 = Signal(signed(A), name=f"t1_q{r}")
+            m.d.sync += t1.eq(t1c)
+            t1s.append(t1)
+            if cfg.paired_steps:
+                t2c = term("2_", self.shift2, self.neg2, r)
+                t2, both = Signal(signed(A), name=f"t2_q{r}"), Signal(signed(A), name=f"t12_q{r}")
+                m.d.sync += [t2.eq(t2c), both.eq(t1c + t2c)]
+                t2s.append(t2)
+                boths.append(both)
+        if cfg.paired_steps:
+            colop2 = Signal.like(self.colop2)
+            m.d.sync += colop2.eq(self.colop2)
+
+        # ---- accumulate stage ---------------------------------------------------------------
         acc = Signal(acc_layout(cfg))
         nxt = Signal(acc_layout(cfg))
         lanes = []
         for r in range(R):
-            t1 = term("", self.shift, self.neg, r)
-            if cfg.paired_steps:
-                t2 = term("2_", self.shift2, self.neg2, r)
-                both = Signal(signed(A), name=f"t12_{r}")
-                m.d.comb += both.eq(t1 + t2)
             for c in range(C):
                 for lane in range(L):
-                    gate = self.rowop[r][lane] & self.colop[c][lane]
+                    gate = rowop[r][lane] & colop[c][lane]
                     if cfg.paired_steps:
-                        gate2 = self.rowop[r][lane] & self.colop2[c][lane]
-                        add = Mux(gate2, Mux(gate, both, t2), Mux(gate, t1, 0))
+                        gate2 = rowop[r][lane] & colop2[c][lane]
+                        add = Mux(gate2, Mux(gate, boths[r], t2s[r]), Mux(gate, t1s[r], 0))
                     else:
-                        add = Mux(gate, t1, 0)
+                        add = Mux(gate, t1s[r], 0)
                     lanes.append((acc[r][c][lane] + add)[:A])
         # The whole array in three statements (one per lane would make elaboration of large
         # arrays slow); the logic is the same: R x C x L adders, working and shadow registers.
         m.d.comb += nxt.eq(Cat(*lanes))
-        with m.If(self.valid):
+        with m.If(valid):
             m.d.sync += acc.eq(nxt)
         # The restart as a reset with priority over the enable (not nested in it): Yosys then
         # puts it on the flip-flops' synchronous reset instead of a LUT per accumulator bit.
         if cfg.double_buffer:
-            with m.If(self.valid & self.last):
+            with m.If(valid & last):
                 m.d.sync += [self.shadow.eq(nxt), acc.eq(0)]
         else:
             m.d.comb += self.shadow.eq(acc)

@@ -10,13 +10,17 @@ tracing off and the results stream always ready (tests/test_hw_accelerator.py ch
   `isa.FIELDS_PER_WORD` fields per cycle), one start cycle, one end-of-pass cycle, and
   - array pass: one reduction step per cycle (`steps * taps` per tile) enters stage 1, the
     first the cycle after START; the last step of a tile waits there until the drain of the
-    previous tile is over (single-buffered accumulators: the first step waits); a drain takes
-    `1 + pe_rows * out_planes` cycles (head: `1 + pe_rows`, plus 4 per emitted logit) and
-    starts 2 cycles after its tile's last step leaves stage 1; the pass ends with its last
-    drain;
+    previous tile is over (single-buffered accumulators: the first step waits); a drain
+    issues one row (and bit-plane) per cycle, `1 + pe_rows * out_planes` cycles (head:
+    `1 + pe_rows`, and after its last column tile `head_latency + 1` for the adder tree to
+    settle plus 4 per emitted logit), and starts `PIPE` = 3 cycles after its tile's last step
+    leaves stage 1 (operand fetch, the PE array's operand register, its accumulate stage);
+    the pass ends when the last drain is idle and its last issued row has been written
+    (`1 + lif_latency` cycles after the issue: the parameter register, the LIF stages);
   - max-pool pass: the array's loops without a drain: 3 row reads (x `reads`) per chunk of `k`
     outputs of one output row, with `(k, reads) = isa.maxpool_chunk(pe_cols)`
-    (k = (pe_cols - 1) // 2, one read per row from pe_cols = 4 up), plus 2 pipeline cycles;
+    (k = (pe_cols - 1) // 2, one read per row from pe_cols = 4 up), plus `MAXPOOL_PIPE` = 2
+    pipeline cycles;
 - 1 cycle to return to idle.
 
 Utilization is reported two ways per layer (`CycleReport.layers`, `CycleReport.table`):
@@ -44,7 +48,11 @@ from pysim import cli
 
 DESC_LOAD = 1 + isa.desc_words()  #: read the descriptor's program words, one per cycle
 PASS_OVERHEAD = DESC_LOAD + 2  #: descriptor load, one start cycle, one end-of-pass cycle
-PIPE = 2  #: cycles from a tile's last step in stage 1 to its drain's first cycle
+#: Cycles from a tile's last step in stage 1 to its drain's first cycle: stage 2 (operand
+#: fetch), the PE array's operand register, its accumulate stage.
+PIPE = 1 + 2
+#: Cycles from a max-pool chunk's last step in stage 1 to its write (stage 2 ORs and writes).
+MAXPOOL_PIPE = 2
 
 
 @dataclass
@@ -61,10 +69,18 @@ class PassCycles:
     operands: int = 1
 
 
+def head_emit_cycles(config, emits: int) -> int:
+    """Cycles of a head tile's emission: its last row's sum settles through the adder tree's
+    registers and the write-back (`head_latency + 1`), then 4 bytes per logit."""
+    return config.head_latency + 1 + 4 * emits if emits else 0
+
+
 def drain_cycles(config, desc: dict, last_ct: bool) -> int:
+    """Cycles the drain is busy with one tile: its first cycle (the parameter read), one issue
+    per row (and bit-plane), the head's emission after its last column tile."""
     R = config.pe_rows
     if desc["out_mode"] == isa.OUT_HEAD:
-        return 1 + R + (4 * min(R, desc["rows"]) if last_ct else 0)
+        return 1 + R + (head_emit_cycles(config, min(R, desc["rows"])) if last_ct else 0)
     return 1 + R * desc["out_planes"]
 
 
@@ -100,12 +116,18 @@ def array_pass_cycles(config, desc: dict) -> int:
                     last = max(last, drain_end)
                 if head:
                     emits = head_emits(config, desc, rgl) if ct == desc["cts"] - 1 else 0
-                    drain = 1 + R + 4 * emits
+                    drain = 1 + R + head_emit_cycles(config, emits)
+                    issue_end = last + PIPE + 1 + R  # the cycle after the last issue
                 else:
                     drain = 1 + R * desc["out_planes"]
+                    issue_end = last + PIPE + drain
                 drain_end = last + PIPE + drain
                 t = last + 1
-    return last + PIPE if maxpool else drain_end
+    if maxpool:
+        return last + MAXPOOL_PIPE
+    # The pass ends when the drain is idle and its last issued row has left the write-back
+    # pipeline (the parameter register, then the LIF units' stages).
+    return max(drain_end, issue_end + 1 + config.lif_latency)
 
 
 def pass_cycles(config, desc: dict) -> int:

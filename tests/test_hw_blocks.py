@@ -43,23 +43,37 @@ def get_pe_shadow(ctx, dut, config):
 def run_pe_tiles(config, tiles, stall_every=0):
     """Drive `tiles`, each a list of steps (weights, shift, neg, rowops, colops[, shift2, neg2,
     colops2]; the optional part: a paired step), back to back with no start marker; stalls
-    insert invalid cycles. Returns the shadow accumulators (R, C, L) after each tile."""
+    insert invalid cycles. Returns the shadow accumulators (R, C, L) of each tile, read
+    `PeArray.latency` cycles after its last step was presented (while the next tile's steps
+    keep coming)."""
     dut = PeArray(config)
     shadows = []
 
     async def bench(ctx):
+        due = []  # cycles at which a tile's sums are in the shadow
+
+        async def tick():
+            await ctx.tick()
+            bench.cycle += 1
+            if due and due[0] == bench.cycle:
+                due.pop(0)
+                shadows.append(get_pe_shadow(ctx, dut, config))
+
+        bench.cycle = 0
         i = 0
         for steps in tiles:
             for k, step in enumerate(steps):
                 if stall_every and i % stall_every == 1:
                     ctx.set(dut.valid, 0)
-                    await ctx.tick()
+                    await tick()
                 i += 1
                 set_pe_step(ctx, dut, config, step, k == len(steps) - 1)
-                await ctx.tick()
-            shadows.append(get_pe_shadow(ctx, dut, config))
+                if k == len(steps) - 1:
+                    due.append(bench.cycle + dut.latency)
+                await tick()
         ctx.set(dut.valid, 0)
-        await ctx.tick()
+        while due:
+            await tick()
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
@@ -151,29 +165,44 @@ def test_pe_reference_detects_a_wrong_sum():
 
 
 def run_lif(config, cases):
+    """Present one case per clock cycle (a new row every cycle, as the drain does) and collect
+    each case's spikes `LifUnit.latency` cycles later."""
     dut = LifUnit(config)
     got = []
 
     async def bench(ctx):
-        for x, bias, thr, T, step, *pack in cases:
-            for lane, value in enumerate(x):
-                ctx.set(dut.x[lane], int(value))
-            ctx.set(dut.bias, bias)
-            ctx.set(dut.threshold, thr)
-            valid, _ = lane_masks(T, pack[0] if pack else 1, config.lanes)
-            ctx.set(dut.valid, valid)
-            ctx.set(dut.start, sum(1 << t for t in range(0, config.lanes, T)))
-            ctx.set(dut.step, step)
-            await ctx.delay(1e-7)
-            got.append([(ctx.get(dut.spikes) >> t) & 1 for t in range(config.lanes)])
+        for i in range(len(cases) + dut.latency):
+            if i < len(cases):
+                x, bias, thr, T, step, *pack = cases[i]
+                for lane, value in enumerate(x):
+                    ctx.set(dut.x[lane], int(value))
+                ctx.set(dut.bias, bias)
+                ctx.set(dut.threshold, thr)
+                valid, _ = lane_masks(T, pack[0] if pack else 1, config.lanes)
+                ctx.set(dut.valid, valid)
+                ctx.set(dut.start, sum(1 << t for t in range(0, config.lanes, T)))
+                ctx.set(dut.step, step)
+            if i >= dut.latency:
+                got.append([(ctx.get(dut.spikes) >> t) & 1 for t in range(config.lanes)])
+            if dut.latency:
+                await ctx.tick()
+            else:  # one combinational stage: no clock at all
+                await ctx.delay(1e-7)
 
     sim = Simulator(dut)
+    if dut.latency:
+        sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
     return np.array(got)
 
 
-def test_lif_unit_corners_and_random():
+#: LIF chains cut into stages of 1 and 2 lanes, and one combinational stage.
+LIF_STAGES = [1, 2, CFG.lanes]
+
+
+@pytest.mark.parametrize("stage_lanes", LIF_STAGES)
+def test_lif_unit_corners_and_random(stage_lanes):
     L, A = CFG.lanes, CFG.acc_bits
     top = (1 << (A - 1)) - 1
     cases = [
@@ -191,7 +220,7 @@ def test_lif_unit_corners_and_random():
         cases.append((list(rng.integers(-300, 300, L)), int(rng.integers(-50, 50)),
                       int(rng.integers(1, 3000)), int(rng.integers(1, L + 1)),
                       int(rng.integers(0, 2))))
-    got = run_lif(CFG, cases)
+    got = run_lif(CFG.replace(lif_stage_lanes=stage_lanes), cases)
     for case, spikes in zip(cases, got, strict=True):
         x, bias, thr, T, step = case
         want = lif_unit(np.array(x), bias, thr, T, L, CFG.membrane_bits, bool(step))
@@ -201,7 +230,8 @@ def test_lif_unit_corners_and_random():
     assert list(got[6]) == [1, 0, 0, 0]
 
 
-def test_lif_unit_lane_groups():
+@pytest.mark.parametrize("stage_lanes", LIF_STAGES)
+def test_lif_unit_lane_groups(stage_lanes):
     """T < lanes: two groups of T = 2 (other positions) restart the membrane at lane 2."""
     L = CFG.lanes
     cases = [([8, 8, 8, 8], 0, 16 << (L - 1), 2, 0, 2),  # each group: 0, 1 (no carry over)
@@ -213,7 +243,7 @@ def test_lif_unit_lane_groups():
         T = int(rng.choice([1, 2]))
         cases.append((list(rng.integers(-300, 300, L)), int(rng.integers(-50, 50)),
                       int(rng.integers(1, 3000)), T, int(rng.integers(0, 2)), L // T))
-    got = run_lif(CFG, cases)
+    got = run_lif(CFG.replace(lif_stage_lanes=stage_lanes), cases)
     for (x, bias, thr, T, step, pack), spikes in zip(cases, got, strict=True):
         want = lif_unit(np.array(x), bias, thr, T, L, CFG.membrane_bits, bool(step), pack)
         np.testing.assert_array_equal(spikes, want, err_msg=str((x, bias, thr, T, pack)))
@@ -260,8 +290,11 @@ def test_pe_array_single_buffered_shows_the_working_sums_and_clears():
             for k, step in enumerate(steps):
                 set_pe_step(ctx, dut, config, step, k == len(steps) - 1)
                 await ctx.tick()
-                seen.append(read(ctx))
+                if k:  # the sums follow the steps `latency` cycles behind
+                    seen.append(read(ctx))
             ctx.set(dut.valid, 0)
+            await ctx.tick()
+            seen.append(read(ctx))
             await ctx.tick()
             seen.append(read(ctx))  # held after `last` until cleared
             ctx.set(dut.clear, 1)
