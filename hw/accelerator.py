@@ -54,29 +54,24 @@ figures per board and configuration are in the README (`make synth`, `make explo
 """
 
 from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from . import isa
 from .config import ArrayConfig
 from .lif import LifUnit
+from .load import LoadParser, step_layout
 from .pe import PeArray
 from .status import Status
+from .streams import BYTE_STREAM
 
-BYTE_STREAM = stream.Signature(data.StructLayout({"data": 8, "last": 1}))
 #: The core's status output (also read by the host link).
 STATUS_LAYOUT = data.StructLayout({"ready": 1, "busy": 1, "error": 8})
 
 
 def _log2(n: int) -> int:
     return max(1, (n - 1).bit_length())
-
-
-def _times(value, k: int):
-    """`value * k` for a constant k, as a sum of shifted copies (no multiplier)."""
-    terms = [value << i for i in range(k.bit_length()) if k >> i & 1]
-    return sum(terms[1:], terms[0])
 
 
 def _kept_sum(m, a, b, name: str):
@@ -170,13 +165,12 @@ class _Core(wiring.Component):
         CW = AW + 1  # counts of tiles, rows, positions and words
         WAW, PAW, SAW = _log2(cfg.weight_depth), _log2(cfg.param_depth), _log2(cfg.step_depth)
         IAW = _log2(cfg.input_depth)
-        NF = len(isa.DESC_FIELDS)
         FPW, NW, FW = isa.FIELDS_PER_WORD, isa.desc_words(), isa.field_width(cfg)
-        FPB = (FPW - 1).bit_length()  # FIELDS_PER_WORD is a power of two
         BITS = isa.field_bits(cfg)
 
         error = Signal(8)
-        ready = Signal()
+        m.submodules.loader = loader = LoadParser(cfg)
+        ready = loader.ready  # a committed program
         busy = Signal()
         m.d.comb += [self.status.error.eq(error), self.status.ready.eq(ready),
                      self.status.busy.eq(busy)]
@@ -193,9 +187,7 @@ class _Core(wiring.Component):
         pmem = Memory(shape=unsigned(A + M), depth=cfg.param_depth, init=[])
         LR = max(1, (L - 1).bit_length())  # bits of a lane rotation amount
         # The step memory holds each field of `isa.STEP_LAYOUT` at the width this array uses.
-        step_fields = {name: unsigned(n) for name, n in isa.step_bits(cfg).items()}
-        step_layout = data.StructLayout(step_fields)
-        smem = Memory(shape=step_layout, depth=cfg.step_depth, init=[])
+        smem = Memory(shape=step_layout(cfg), depth=cfg.step_depth, init=[])
         # A descriptor is NW program words of FPW fields each, read one word per cycle.
         prog = Memory(shape=unsigned(FW * FPW), depth=cfg.program_depth * NW, init=[])
         pix = Memory(shape=unsigned(8), depth=2 * cfg.input_depth, init=[])
@@ -276,13 +268,11 @@ class _Core(wiring.Component):
                         m.d.comb += [port.data.eq(wr_words[c]), port.en.eq(wr_en[c])]
 
         # ---- load parser -------------------------------------------------------------------
-        g_n_pixels = Signal(BITS["n_pixels"])
-        g_bits = Signal(4)
-        g_T = Signal(range(L + 1))
-        g_in_base = Signal(AW)
-        g_in_plane = Signal(AW)
-        g_pack = Signal(range(L + 1))
-        n_passes = Signal(range(cfg.program_depth + 1))
+        # The program's globals, as the load parser holds them.
+        glob = loader.globals
+        g_n_pixels, g_bits, g_T = glob.n_pixels, glob.pixel_bits, glob.T
+        g_in_base, g_in_plane, g_pack = glob.in_base, glob.in_plane, glob.pack
+        n_passes = loader.n_passes
 
         # Lane masks of the loaded program: `valid` = lanes below pack * T, `group` = the T lanes
         # of lane group 0, `start` = the first lane of every group (where a LIF restarts).
@@ -303,211 +293,18 @@ class _Core(wiring.Component):
         else:
             m.d.comb += [lane_valid.eq(lane_group), lane_start.eq(1)]
 
-        ld = self.load
-        rtype = Signal(8)
-        idx = Signal(3)  # byte index within the record body (saturates: only 0 .. 5 matter)
-        ent = Signal(8)  # byte index within the current entry
-        nent = Signal(8)  # entries completed (a record holds at most 255)
-        count = Signal(8)
-        base = Signal(16)
-        prog_row = Signal(range(cfg.program_depth * NW + 1))  # first word of the descriptor
-        SRW = max(96, 8 * R)  # the widest entry: a step (12 bytes) or a weight word (R bytes)
-        sr = Signal(SRW)
-        records = Signal(16)
-        checksum = Signal(16)
-        bad = Signal()
-        in_body = Signal()
-        discard = Signal()
-        m.d.comb += ld.ready.eq(~busy)
-        byte = ld.payload.data
-        sr_next = Cat(sr[8:], byte)  # little-endian assembly, newest byte at the top
-        entry_size = Signal(8)
-        with m.Switch(rtype):
-            with m.Case(isa.REC_WEIGHT):
-                m.d.comb += entry_size.eq(R)
-            with m.Case(isa.REC_PARAM):
-                m.d.comb += entry_size.eq(isa.PARAM_BYTES)
-            with m.Case(isa.REC_STEP):
-                m.d.comb += entry_size.eq(isa.STEP_BYTES)
-            with m.Default():
-                m.d.comb += entry_size.eq(4)
-        header = Signal(8)
-        m.d.comb += header.eq(Mux(rtype == isa.REC_DESC, 2,
-                                  Mux(rtype.matches(isa.REC_WEIGHT, isa.REC_PARAM,
-                                                    isa.REC_STEP), 3, 0)))
-
-        limits = isa.field_limits(cfg)
-        out_of_range = Signal()  # the entry completing now holds a field outside `limits`
-
-        def fail(code):
-            return [error.eq(code), bad.eq(1), in_body.eq(0), discard.eq(~ld.payload.last)]
-
-        def entry_word(size):
-            return sr_next[SRW - 8 * size:]
-
-        # Range check of the 32-bit field completing at this byte (descriptor or global
-        # record), against `isa.field_limits`; decoded once, outside the parser's branches.
-        field = entry_word(4)[:32]
-        # Each distinct (lowest, highest) pair is checked once, on the bits its limit needs
-        # (the rest must be zero; a limit of exactly 2^k needs no comparator), and the field
-        # number picks the verdict: no 32-bit comparators, few carry chains.
-        checks = {}
-
-        def in_range(lo, hi):
-            if (lo, hi) not in checks:
-                n = hi.bit_length()
-                low = field[:n]
-                ok = field[n:] == 0 if n < 32 else Const(1, 1)
-                if hi & (hi - 1) == 0 and hi:
-                    ok = ok & (~low[n - 1] | (low[:n - 1] == 0))  # <= 2^(n - 1)
-                elif hi != (1 << n) - 1:
-                    ok = ok & (low <= hi)
-                if lo:
-                    ok = ok & ((low >= lo) if lo > 1 else (low != 0))
-                checks[lo, hi] = Signal(name=f"in_{lo}_{hi}")
-                m.d.comb += checks[lo, hi].eq(ok)
-            return checks[lo, hi]
-
-        for name in isa.DESC_FIELDS + isa.GLOBAL_FIELDS:
-            in_range(*limits[name])  # built outside the switches below: unconditional
-        desc_ok, glob_ok = Signal(), Signal()
-        with m.Switch(nent[:6]):
-            for i, name in enumerate(isa.DESC_FIELDS):
-                with m.Case(i):
-                    m.d.comb += desc_ok.eq(in_range(*limits[name]))
-        with m.Switch(nent[:3]):
-            for i, name in enumerate(isa.GLOBAL_FIELDS):
-                with m.Case(i):
-                    m.d.comb += glob_ok.eq(in_range(*limits[name]))
-        field_bad = ~desc_ok
-        glob_bad = ~glob_ok
-        if PACKING:
-            # pack * T (T is loaded before pack) by shift-and-add: at most `lanes`.
-            pack_lanes = sum(Mux(field[j], g_T << j, 0) for j in range(len(g_pack)))
-            pack_field = nent[:3] == isa.GLOBAL_FIELDS.index("pack")
-            glob_bad = glob_bad | (pack_field & (pack_lanes > L))
-        m.d.comb += out_of_range.eq(Mux(rtype == isa.REC_DESC, field_bad,
-                                        (rtype == isa.REC_GLOBAL) & glob_bad))
-        # A step this array cannot execute: a paired step without the second operand path, a
-        # lane rotation without lane packing.
-        step_word = entry_word(isa.STEP_BYTES)
-        unsupported = Const(0, 1)
-        def step_field(name):
-            f = isa.STEP_FIELD[name]
-            return step_word[f.lsb:f.lsb + f.width]
-
-        if not PAIRED:
-            unsupported = unsupported | step_field("pair")
-        if not PACKING:
-            unsupported = unsupported | (step_field("rot") != 0)
-        unsupported = (rtype == isa.REC_STEP) & unsupported
-
-        with m.If(ld.valid & ld.ready):
-            with m.If(discard):
-                m.d.sync += discard.eq(~ld.payload.last)
-            with m.Elif(~in_body):
-                m.d.sync += [rtype.eq(byte), idx.eq(0), ent.eq(0), nent.eq(0), in_body.eq(1)]
-                with m.If(byte != isa.REC_COMMIT):
-                    m.d.sync += [checksum.eq(checksum + byte), ready.eq(0)]
-                with m.If(~byte.matches(isa.REC_WEIGHT, isa.REC_PARAM, isa.REC_STEP,
-                                        isa.REC_DESC, isa.REC_GLOBAL, isa.REC_COMMIT)):
-                    m.d.sync += fail(Status.BAD_RECORD)
-                with m.Elif(ld.payload.last):
-                    m.d.sync += fail(Status.BAD_RECORD)
-            with m.Else():
-                done = Signal()
-                m.d.sync += [idx.eq(Mux(idx == 7, 7, idx + 1)), sr.eq(sr_next)]
-                with m.If(rtype != isa.REC_COMMIT):
-                    m.d.sync += checksum.eq(checksum + byte)
-                with m.If(idx < header):
-                    # addr u16 (or descriptor index u16), then count u8
-                    with m.If(idx == 0):
-                        m.d.sync += base.eq(byte)
-                    with m.Elif(idx == 1):
-                        m.d.sync += base.eq(Cat(base[:8], byte))
-                    with m.Else():
-                        m.d.sync += count.eq(byte)
-                    with m.If(idx == header - 1):
-                        limit = Signal(17)
-                        with m.Switch(rtype):
-                            with m.Case(isa.REC_WEIGHT):
-                                m.d.comb += limit.eq(cfg.weight_depth)
-                            with m.Case(isa.REC_PARAM):
-                                m.d.comb += limit.eq(cfg.param_depth)
-                            with m.Case(isa.REC_STEP):
-                                m.d.comb += limit.eq(cfg.step_depth)
-                            with m.Default():
-                                m.d.comb += limit.eq(cfg.program_depth)
-                        index = Cat(base[:8], byte)
-                        last_addr = Mux(rtype == isa.REC_DESC, index + 1, base + byte)
-                        m.d.sync += prog_row.eq(_times(index, NW))
-                        with m.If((rtype != isa.REC_DESC) & (byte == 0)):
-                            m.d.sync += fail(Status.BAD_RECORD)
-                        with m.Elif(last_addr > limit):
-                            m.d.sync += fail(Status.DOES_NOT_FIT)
-                        with m.Elif(ld.payload.last):
-                            m.d.sync += fail(Status.BAD_RECORD)
-                with m.Else():
-                    entry_done = ent == entry_size - 1
-                    m.d.sync += ent.eq(Mux(entry_done, 0, ent + 1))
-                    with m.If(entry_done):
-                        m.d.sync += nent.eq(nent + 1)
-                        addr = base + nent
-                        with m.Switch(rtype):
-                            with m.Case(isa.REC_WEIGHT):
-                                word = entry_word(R)
-                                m.d.comb += [w_load_addr.eq(addr), w_wr.en.eq(1),
-                                             w_wr.data.eq(Cat(*[word[8 * r:8 * r + WB]
-                                                                for r in range(R)]))]
-                                m.d.comb += done.eq(nent + 1 == count)
-                            with m.Case(isa.REC_PARAM):
-                                word = entry_word(isa.PARAM_BYTES)
-                                m.d.comb += [p_load_addr.eq(addr), p_wr.en.eq(1),
-                                             p_wr.data.eq(Cat(word[:A], word[32:32 + M]))]
-                                m.d.comb += done.eq(nent + 1 == count)
-                            with m.Case(isa.REC_STEP):
-                                m.d.comb += [s_load_addr.eq(addr), s_wr.en.eq(1),
-                                             s_wr.data.eq(Cat(*[
-                                                 step_field(name)[:shape.width]
-                                                 for name, shape in step_fields.items()]))]
-                                m.d.comb += done.eq(nent + 1 == count)
-                            with m.Case(isa.REC_DESC):
-                                word = entry_word(4)
-                                m.d.comb += [g_wr.addr.eq(prog_row + nent[FPB:]),
-                                             g_wr.en.eq(1 << nent[:FPB]),
-                                             g_wr.data.eq(Cat(*[word[:FW]] * FPW))]
-                                m.d.comb += done.eq(nent + 1 == NF)
-                            with m.Case(isa.REC_GLOBAL):
-                                word = entry_word(4)
-                                with m.Switch(nent):
-                                    for i, (_, sig) in enumerate(zip(
-                                            isa.GLOBAL_FIELDS,
-                                            (g_n_pixels, g_bits, g_T, g_in_base, g_in_plane,
-                                             g_pack),
-                                            strict=True)):
-                                        with m.Case(i):
-                                            m.d.sync += sig.eq(word[:len(sig)])
-                                m.d.comb += done.eq(nent + 1 == len(isa.GLOBAL_FIELDS))
-                            with m.Case(isa.REC_COMMIT):
-                                pass
-                    with m.If(entry_done & (out_of_range | unsupported)):
-                        # A field beyond this array's memories or lanes: refuse the program.
-                        m.d.sync += fail(Status.DOES_NOT_FIT)
-                    with m.Elif(rtype == isa.REC_COMMIT):
-                        with m.If(idx == isa.COMMIT_BYTES - 1):
-                            word = sr_next[SRW - 48:]
-                            ok = (~bad & (word[16:32] == records) & (word[32:48] == checksum)
-                                  & (word[:16] != 0) & (word[:16] <= cfg.program_depth))
-                            m.d.sync += [n_passes.eq(word[:16]), ready.eq(ok), bad.eq(0),
-                                         records.eq(0), checksum.eq(0), in_body.eq(0)]
-                            with m.If(~ok & ~bad):  # after a failed record, keep its code
-                                m.d.sync += error.eq(Status.BAD_RECORD)
-                        with m.Elif(ld.payload.last):
-                            m.d.sync += fail(Status.BAD_RECORD)
-                    with m.Elif(done):
-                        m.d.sync += [in_body.eq(0), records.eq(records + 1)]
-                    with m.Elif(ld.payload.last):
-                        m.d.sync += fail(Status.BAD_RECORD)
+        wiring.connect(m, wiring.flipped(self.load), loader.load)
+        m.d.comb += [loader.busy.eq(busy),
+                     w_load_addr.eq(loader.weight.addr), w_wr.en.eq(loader.weight.en),
+                     w_wr.data.eq(loader.weight.data),
+                     p_load_addr.eq(loader.param.addr), p_wr.en.eq(loader.param.en),
+                     p_wr.data.eq(loader.param.data),
+                     s_load_addr.eq(loader.step.addr), s_wr.en.eq(loader.step.en),
+                     s_wr.data.eq(loader.step.data),
+                     g_wr.addr.eq(loader.program.addr), g_wr.en.eq(loader.program.en),
+                     g_wr.data.eq(loader.program.data)]
+        with m.If(loader.error_set):
+            m.d.sync += error.eq(loader.error)
 
         # ---- token input (two slots) ---------------------------------------------------------
         tk = self.tokens
