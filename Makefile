@@ -24,7 +24,7 @@ export OPENFPGALOADER ?= true
 export DFU_SUFFIX ?= true
 export PYTHONHASHSEED := 0
 
-.PHONY: all venv test test-fast sim eval train lint synth explore clean
+.PHONY: all venv test test-fast sim eval train lint synth explore fuzz clean
 
 all: test
 
@@ -59,6 +59,15 @@ eval: $(STAMP)
 
 sim: $(STAMP)
 	$(PY) -m tb.run_sim --model $(MODEL) $(if $(CONFIG),--config $(CONFIG)) $(if $(IMAGES),--images $(IMAGES))
+
+# Differential fuzzing (tb/fuzz.py): random networks over the whole export format, one
+# cosimulation session per array, RTL against the golden model; the default and small arrays
+# (or CONFIG only), MINUTES of wall time in all; build/fuzz/report.json, exit 1 on a failure.
+# Replay a failure: python -m tb.fuzz --config <json> --replay SEED [--after PREVIOUS].
+MINUTES ?= 30
+SEED ?= 0
+fuzz: $(STAMP)
+	$(PY) -m tb.fuzz $(if $(CONFIG),--config $(CONFIG),--config hw/configs/default.json --config hw/configs/small.json) --minutes $(MINUTES) --seed $(SEED)
 
 synth: $(STAMP)
 	$(PY) -m scripts.synth --board $(BOARD)
