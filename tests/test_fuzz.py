@@ -232,3 +232,22 @@ def test_short_seeded_fuzz_run_on_the_rtl(fuzzer):
     assert summary["networks_generated"] == len(RTL_NETWORKS) and summary["failed"] == 0
     assert summary["run"] == len(ran) and summary["inputs"] == 2 * len(ran)
     assert summary["refused"] == 0 and summary["coverage_of_networks_run"]["T=3"] >= 2
+
+
+@pytest.mark.rtl
+def test_a_hang_is_a_failure_and_the_fuzzer_goes_on(fuzzer, monkeypatch):
+    """No answer within the timeout is a hang, recorded with its seed; the fuzzer starts a new
+    session and the next network runs in it."""
+    sessions = fuzzer.sessions
+    monkeypatch.setattr(fuzz, "TIMEOUT_BASE", 0.0)
+    monkeypatch.setattr(fuzz, "SLOW_CYCLES_PER_SECOND", 10**15)
+    seed = network_seed(RTL_SEED, RTL_NETWORKS[0])
+    hang = fuzzer.run(seed)
+    assert hang.status == "hang" and hang.failed and hang.seed == seed
+    assert hang.reason.startswith("RESET: ")
+    monkeypatch.undo()
+    assert fuzzer.sessions == sessions + 1
+    again = fuzzer.run(seed)
+    assert again.status == "passed" and again.previous is None
+    summary = fuzzer.summary()
+    assert [h["seed"] for h in summary["hangs"]] == [seed] and summary["failed"] == 1
