@@ -73,11 +73,17 @@ WIDE = ArrayConfig(name="wide", pe_rows=2, pe_cols=8, lanes=4, act_depth=1024,
 LEAN = NARROW.replace(name="lean", paired_steps=False, lane_packing=False, double_buffer=False)
 
 
+#: The three longest runs (1-1.5 min of CPU together) stay out of `make test-fast`; the lean
+#: array still runs sew and ms there, the default one iand and sdsa.
+SLOW = pytest.mark.slow
+
+
 @pytest.mark.parametrize("family, T, config", [
-    ("iand", 2, CFG), ("sew", 4, CFG), ("ms", 4, CFG), ("sdsa", 1, CFG),
+    ("iand", 2, CFG), pytest.param("sew", 4, CFG, marks=SLOW),
+    pytest.param("ms", 4, CFG, marks=SLOW), ("sdsa", 1, CFG),
     # max-pool chunks of 3 outputs per run read (8 columns) and of 1 output over 2 run reads
     # per input row (2 columns); packed lane groups with edge reads on the wide array
-    ("sew", 2, WIDE), ("ms", 4, NARROW),
+    pytest.param("sew", 2, WIDE, marks=SLOW), ("ms", 4, NARROW),
     # one operand per step, spare lanes idle at T = 2, tiles wait for their drains
     ("sew", 4, LEAN), ("ms", 2, LEAN), ("sdsa", 4, LEAN)], ids=lambda v: getattr(v, "name", v))
 def test_end_to_end_equals_golden_and_cycle_model(family, T, config):
