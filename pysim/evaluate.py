@@ -199,6 +199,32 @@ def evaluate_variant(variant: str, directory=None, dataset: str = "digits",
     }
 
 
+#: The array configurations every model is compiled for (`--compile`).
+COMPILE_CONFIGS = ("hw/configs/default.json", "hw/boards/icebreaker.json",
+                   "hw/boards/orangecrab-25f.json", "hw/boards/ulx3s-85f.json")
+
+
+def compile_results(intmodel: IntModel, configs=COMPILE_CONFIGS) -> dict:
+    """Compile `intmodel` for each array configuration: cycles per inference and inferences
+    per second at the configuration's clock, or the compiler's `DoesNotFit` message."""
+    from hw.compiler import DoesNotFit, compile_network
+    from hw.config import ArrayConfig
+
+    results = {}
+    for path in configs:
+        config = ArrayConfig.load(path)
+        try:
+            net = compile_network(intmodel, config)
+        except DoesNotFit as error:
+            results[config.name] = {"fits": False, "reason": str(error)}
+            continue
+        cycles = int(net.cycles.total)
+        results[config.name] = {"fits": True, "cycles": cycles,
+                                "activation_words": int(net.activation_words),
+                                "inferences_per_s": config.clock_hz / cycles}
+    return results
+
+
 def to_markdown(report: dict) -> str:
     """The README table made from the JSON report."""
     title = "Fashion-MNIST" if report.get("dataset_key") == "fashion" else "Digits"
@@ -220,6 +246,19 @@ def to_markdown(report: dict) -> str:
             f"{row['synaptic_ops']:,.0f} | {row['first_layer_macs']:,.0f} | "
             f"{row['energy_snn_nj']:.1f} | {row['ann_macs']:,} | {row['energy_ann_nj']:.1f} | "
             f"{row['mean_firing_rate']:.3f} |")
+    compiled = [row for row in report["models"] if "compile" in row]
+    if compiled:
+        names = list(compiled[0]["compile"])
+        lines += ["", "Compiler answer per array (cycles per inference, or where it does not fit):",
+                  "", "| model | " + " | ".join(names) + " |",
+                  "|---|" + "---|" * len(names)]
+        for row in compiled:
+            cells = []
+            for name in names:
+                result = row["compile"][name]
+                cells.append(f"{result['cycles']:,} cycles" if result["fits"]
+                             else f"DoesNotFit: {result['reason']}")
+            lines.append(f"| {row['variant']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -237,6 +276,8 @@ def main(argv=None) -> int:
                         help="checkpoint folder (default: checkpoints/ or checkpoints/<dataset>/)")
     parser.add_argument("--limit", type=cli.positive, default=None,
                         help="first N test images only")
+    parser.add_argument("--compile", action="store_true",
+                        help="also compile each model for the default array and each board")
     cli.add_debug(parser)
     args = parser.parse_args(argv)
     out = args.out or (Path("build/eval/report.json") if args.dataset == "digits"
@@ -255,6 +296,8 @@ def main(argv=None) -> int:
     rows = []
     for variant in models:
         row = evaluate_variant(variant, folder, args.dataset, args.limit)
+        if args.compile:
+            row["compile"] = compile_results(load_export(variant, folder))
         print(f"{variant}: float {row['float_accuracy']:.2%}, QAT {row['qat_accuracy']:.2%}, "
               f"golden {row['golden_accuracy']:.2%}, mismatches {row['bit_exact_mismatches']}, "
               f"{row['synaptic_ops']:,.0f} synaptic ops ({row['seconds']} s)", flush=True)
