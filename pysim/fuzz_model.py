@@ -18,8 +18,9 @@ residual form of `pysim/FORMAT.md`:
 - int and uint tensors declared wider than their weights need, up to the array's accumulator
   width (bit-planes up to `acc_bits`);
 - T = 1 .. lanes, grids 1 .. 16 on each side (non-powers of two included: the compiler refuses a
-  3x3 conv on them today), pixels of 1 .. 8 bits, and rarely values beyond what the array takes
-  (T > lanes, wider weights or pixels) so that the refusals are exercised too.
+  3x3 conv on them today) and now and then a long side (24 .. 1000), pixels of 1 .. 8 bits,
+  and rarely values beyond what the array takes (T > lanes, wider weights or pixels, inputs
+  beyond the input slot) so that the refusals are exercised too.
 
 A network is "interesting" (thresholds calibrated on a batch of inputs so that neurons fire on a
 useful fraction), "extreme" (boundary values everywhere) or "mixed". Every network validates
@@ -81,6 +82,7 @@ class _Gen:
 
     def __init__(self, seed: int, limits: Limits):
         self.rng = rng = np.random.default_rng(seed)
+        self.rng_side = np.random.default_rng([seed, 1])
         self.seed = seed
         self.limits = limits
         self.style = str(rng.choice(STYLES, p=[0.5, 0.2, 0.3]))
@@ -115,6 +117,10 @@ class _Gen:
     # ---- draws ---------------------------------------------------------------------------------
     def _grid(self) -> int:
         rng = self.rng
+        # Now and then a long side (the compiler takes any grid its memories hold), drawn from
+        # a stream of its own so that the other networks of a seed stay as they were.
+        if self.rng_side.random() < 0.04:
+            return int(self.rng_side.choice([24, 32, 64, 128, 256, 1000]))
         if rng.random() < 0.75:
             return int(rng.choice([1, 2, 4, 4, 8, 8, 16]))
         return int(rng.integers(1, 17))
@@ -323,8 +329,10 @@ class _Gen:
     def qkv(self, channels_ok=lambda c: True) -> list[str]:
         rng = self.rng
         s = self.spiking()
-        while self.spec(s).positions > 16 and rng.random() < 0.7:
-            s = self.add("maxpool", [s])  # attention's temporaries grow with tokens^2
+        # attention's temporaries grow with tokens^2 (and the golden model's too)
+        while self.spec(s).positions > 16 and (self.spec(s).positions > 256
+                                                 or rng.random() < 0.7):
+            s = self.add("maxpool", [s])
         if rng.random() < 0.7:
             D = self.channels()
             while not channels_ok(D):
