@@ -276,20 +276,23 @@ class _Core(wiring.Component):
 
         # Lane masks of the loaded program: `valid` = lanes below pack * T, `group` = the T lanes
         # of lane group 0, `start` = the first lane of every group (where a LIF restarts).
+        # Registered: they change only while a program loads, and they fan out to every
+        # operand, LIF unit and write (a decode from T and pack on each use would sit on
+        # those paths).
         lane_valid = Signal(L)
         lane_group = Signal(L)
         lane_start = Signal(L)
         all_ones = Const((1 << L) - 1, L)
-        m.d.comb += lane_group.eq(~(all_ones << g_T))
+        m.d.sync += lane_group.eq(~(all_ones << g_T))
         if PACKING:
             # pack * T by shift-and-add (both at most `lanes`): no multiplier.
             used = Signal(range(L * L + 1))
-            m.d.comb += used.eq(sum(Mux(g_pack[i], g_T << i, 0) for i in range(len(g_pack))))
-            m.d.comb += lane_valid.eq(~(all_ones << used))
+            m.d.sync += used.eq(sum(Mux(g_pack[i], g_T << i, 0) for i in range(len(g_pack))))
+            m.d.sync += lane_valid.eq(~(all_ones << used))
             with m.Switch(g_T):
                 for t in range(1, L + 1):
                     with m.Case(t):
-                        m.d.comb += lane_start.eq(sum(1 << i for i in range(0, L, t)))
+                        m.d.sync += lane_start.eq(sum(1 << i for i in range(0, L, t)))
         else:
             m.d.comb += [lane_valid.eq(lane_group), lane_start.eq(1)]
 
