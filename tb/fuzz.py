@@ -460,23 +460,34 @@ def fuzz(configs, minutes: float, seed: int, networks: int | None = None, inputs
     start = time.monotonic()
     budget = minutes * 60 / len(configs)
     sections = []
+    interrupted = False
     for config in configs:
+        if interrupted:
+            break
         fz = Fuzzer(config, inputs, triage, log=tqdm.write)
-        deadline = time.monotonic() + budget
+        begin = time.monotonic()
+        deadline = begin + budget
         with fz, tqdm(total=networks, unit="net", desc=config.name, disable=not progress,
                       file=sys.stdout, dynamic_ncols=True) as bar:
             index = 0
-            while time.monotonic() < deadline and (networks is None or index < networks):
-                v = fz.run(network_seed(seed, index))
-                index += 1
-                if v.failed:
-                    tqdm.write(f"FAIL {config.name} seed {v.seed} (after {v.previous}): "
-                               f"{v.status} [{v.triage.get('cause', '')}]: {v.reason[:120]}")
-                bar.update(1)
-                s = Counter(x.status for x in fz.verdicts)
-                bar.set_postfix(run=s["passed"] + s["mismatch"], refused=s["refused"],
-                                failed=sum(x.failed for x in fz.verdicts), refresh=False)
-        sections.append(fz.summary())
+            try:
+                while time.monotonic() < deadline and (networks is None or index < networks):
+                    v = fz.run(network_seed(seed, index))
+                    index += 1
+                    if v.failed:
+                        tqdm.write(f"FAIL {config.name} seed {v.seed} (after {v.previous}): "
+                                   f"{v.status} [{v.triage.get('cause', '')}]: "
+                                   f"{v.reason[:120]}")
+                    bar.update(1)
+                    s = Counter(x.status for x in fz.verdicts)
+                    bar.set_postfix(run=s["passed"] + s["mismatch"], refused=s["refused"],
+                                    failed=sum(x.failed for x in fz.verdicts), refresh=False)
+            except KeyboardInterrupt:  # Ctrl-C: stop, and report what has been judged
+                interrupted = True
+                tqdm.write("interrupted: reporting the networks judged so far")
+        loop = time.monotonic() - begin
+        sections.append({**fz.summary(), "fuzz_seconds": round(loop, 1),
+                         "networks_per_minute": round(len(fz.verdicts) / loop * 60, 1)})
     wall = time.monotonic() - start
     total = {key: sum(s[key] for s in sections)
              for key in ("networks_generated", "compiled", "refused", "run", "passed", "inputs",
@@ -497,7 +508,9 @@ def fuzz(configs, minutes: float, seed: int, networks: int | None = None, inputs
         "mismatches": [m for s in sections for m in s["mismatches"]],
         "hangs": [m for s in sections for m in s["hangs"]],
         "errors": [m for s in sections for m in s["errors"]],
+        "interrupted": interrupted,
         "wall_seconds": round(wall, 1),
+        #: over the wall time, Verilator builds included (per config: the fuzzing loop alone)
         "networks_per_minute": round(total["networks_generated"] / wall * 60, 1) if wall else 0,
         "per_config": sections,
     }
