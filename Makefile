@@ -24,7 +24,7 @@ export OPENFPGALOADER ?= true
 export DFU_SUFFIX ?= true
 export PYTHONHASHSEED := 0
 
-.PHONY: all venv test test-fast sim eval train lint synth explore fuzz clean
+.PHONY: all venv test test-fast sim eval train lint synth explore bench fuzz clean
 
 all: test
 
@@ -74,6 +74,11 @@ synth: $(STAMP)
 
 explore: $(STAMP)
 	$(PY) -m scripts.explore
+
+# CPU (PyTorch float at batch 1 and 256, 2 threads; the NumPy golden model) against each built
+# board's routed clock: build/bench/report.json and report.md.
+bench: $(STAMP)
+	$(PY) -m scripts.bench
 
 clean:
 	rm -rf build
