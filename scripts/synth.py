@@ -335,7 +335,8 @@ def parse_critical_paths(log: str, scopes=None) -> list[dict]:
         if step:
             if step["what"] == "Source" and current["source"] is None:
                 current["source"] = step["name"]
-            if step["what"] in ("Setup", "Sink"):
+            # nextpnr 0.11 names the endpoint on its setup step as "setup ... Source <pin>".
+            if step["what"] in ("Setup", "Sink") or step["type"] == "setup":
                 current["sink"] = step["name"]
             if step["type"] == "logic":
                 current["logic_levels"] += 1

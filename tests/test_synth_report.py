@@ -79,7 +79,8 @@ def test_module_resources_needs_a_top():
         synth.module_resources({"modules": {}}, "ice40")
 
 
-#: nextpnr's log, abridged: the routed report follows the placement one of the same clock.
+#: nextpnr's log, abridged: the routed report follows the placement one of the same clock (an
+#: older nextpnr's "Setup <pin>" step, then 0.11's "setup ... Source <pin>").
 NEXTPNR_LOG = """\
 Info: Max frequency for clock '$glbnet$clk': 61.64 MHz (PASS at 24.00 MHz)
 
@@ -105,7 +106,7 @@ Info:                          Sink bridge.link.core.lif0.v_LUT4_Z.C
 Info:      logic  0.40 10.00 Source bridge.link.core.lif0.v_LUT4_Z.Z
 Info:    routing  1.50 11.50 Net bridge.link.core.lif0.v (14,9) -> (15,9)
 Info:                          Sink bridge.link.core.pe.acc_TRELLIS_FF_Q.DI
-Info:      setup  0.50 12.00 Setup bridge.link.core.pe.acc_TRELLIS_FF_Q.DI
+Info:      setup  0.50 12.00 Source bridge.link.core.pe.acc_TRELLIS_FF_Q.DI
 Info: 5.4 ns logic, 6.6 ns routing
 
 Info: Critical path report for cross-domain path '<async>' -> 'posedge $glbnet$clk':
