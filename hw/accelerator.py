@@ -59,54 +59,17 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from . import isa
+from .arith import log2_ceil
 from .config import ArrayConfig
-from .lif import LifUnit
+from .drain import Drain, tile_layout
 from .load import LoadParser, step_layout
+from .operands import MaxPoolOr, OperandFetch, stage2_layout
 from .pe import PeArray
-from .status import Status
 from .streams import BYTE_STREAM
+from .tokens import TokenInput
 
 #: The core's status output (also read by the host link).
 STATUS_LAYOUT = data.StructLayout({"ready": 1, "busy": 1, "error": 8})
-
-
-def _log2(n: int) -> int:
-    return max(1, (n - 1).bit_length())
-
-
-def _kept_sum(m, a, b, name: str):
-    """`a + b` in a signal Yosys keeps: an adder chain of its own. Without the barrier, Yosys
-    merges chains of additions into one multi-operand `$macc`, which it maps to carry-save
-    full adders: about twice the LUTs of carry-chain adders on iCE40 and ECP5."""
-    total = Signal(signed(max(len(a), len(b)) + 1) if a.shape().signed or b.shape().signed
-                   else max(len(a), len(b)) + 1, name=name, attrs={"keep": 1})
-    m.d.comb += total.eq(a + b)
-    return total
-
-
-def _sum_tree(m, terms, name: str, register_every: int = 0):
-    """The sum of `terms` as a balanced tree of kept two-input adders (see `_kept_sum`); with
-    `register_every` = k, a register after every k levels but the last, so the sum arrives
-    `(levels - 1) // k` cycles later."""
-    level = 0
-    levels = max(0, (len(terms) - 1).bit_length())
-    while len(terms) > 1:
-        terms = [_kept_sum(m, terms[i], terms[i + 1], f"{name}_{level}_{i // 2}")
-                 if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
-        level += 1
-        if register_every and level % register_every == 0 and level < levels:
-            regs = [Signal.like(t, name=f"{name}_q{level}_{i}") for i, t in enumerate(terms)]
-            m.d.sync += [q.eq(t) for q, t in zip(regs, terms, strict=True)]
-            terms = regs
-    return terms[0]
-
-
-def _or_all(words, width: int):
-    """Bitwise OR of `width`-bit values (0 when there are none)."""
-    out = Const(0, width)
-    for word in words:
-        out = out | word
-    return out
 
 
 class Accelerator(wiring.Component):
@@ -160,11 +123,12 @@ class _Core(wiring.Component):
         R, C, L = cfg.pe_rows, cfg.pe_cols, cfg.lanes
         WB, A, M = cfg.weight_bits, cfg.acc_bits, cfg.membrane_bits
         PAIRED, PACKING = cfg.paired_steps, cfg.lane_packing
-        LC = _log2(C) if C > 1 else 0
-        AW = _log2(cfg.act_depth * C)
+        LC = log2_ceil(C) if C > 1 else 0
+        AW = log2_ceil(cfg.act_depth * C)
         CW = AW + 1  # counts of tiles, rows, positions and words
-        WAW, PAW, SAW = _log2(cfg.weight_depth), _log2(cfg.param_depth), _log2(cfg.step_depth)
-        IAW = _log2(cfg.input_depth)
+        WAW, PAW = log2_ceil(cfg.weight_depth), log2_ceil(cfg.param_depth)
+        SAW = log2_ceil(cfg.step_depth)
+        IAW = log2_ceil(cfg.input_depth)
         FPW, NW, FW = isa.FIELDS_PER_WORD, isa.desc_words(), isa.field_width(cfg)
         BITS = isa.field_bits(cfg)
 
@@ -185,14 +149,12 @@ class _Core(wiring.Component):
             banks.append((mem.read_port(), mem.read_port(), mem.write_port()))
         wmem = Memory(shape=unsigned(R * WB), depth=cfg.weight_depth, init=[])
         pmem = Memory(shape=unsigned(A + M), depth=cfg.param_depth, init=[])
-        LR = max(1, (L - 1).bit_length())  # bits of a lane rotation amount
         # The step memory holds each field of `isa.STEP_LAYOUT` at the width this array uses.
         smem = Memory(shape=step_layout(cfg), depth=cfg.step_depth, init=[])
         # A descriptor is NW program words of FPW fields each, read one word per cycle.
         prog = Memory(shape=unsigned(FW * FPW), depth=cfg.program_depth * NW, init=[])
-        pix = Memory(shape=unsigned(8), depth=2 * cfg.input_depth, init=[])
         m.submodules.wmem, m.submodules.pmem, m.submodules.smem = wmem, pmem, smem
-        m.submodules.prog, m.submodules.pix = prog, pix
+        m.submodules.prog = prog
         # The weight, parameter and step memories have one address for their read and write
         # port (loads and passes never overlap) and no read while writing: single-port RAMs,
         # which an iCE40 can hold in SPRAM.
@@ -209,7 +171,6 @@ class _Core(wiring.Component):
         m.d.comb += [s_addr.eq(Mux(s_wr.en, s_load_addr, s_step_addr)), s_rd.addr.eq(s_addr),
                      s_wr.addr.eq(s_addr), s_rd.en.eq(~s_wr.en & s_step_en)]
         g_rd, g_wr = prog.read_port(), prog.write_port(granularity=FW)
-        x_rd, x_wr = pix.read_port(), pix.write_port()
 
         # Run access helpers: a run of C words at flat address `addr`.
         def wraps(b, lo):
@@ -310,30 +271,11 @@ class _Core(wiring.Component):
             m.d.sync += error.eq(loader.error)
 
         # ---- token input (two slots) ---------------------------------------------------------
-        tk = self.tokens
-        full = Signal(2)
-        trace_flag = Signal(2)
-        wslot = Signal()
-        rslot = Signal()
-        tcount = Signal(IAW + 1)
-        tdrop = Signal()
-        m.d.comb += tk.ready.eq(~full.bit_select(wslot, 1))
-        with m.If(tk.valid & tk.ready):
-            m.d.sync += tcount.eq(tcount + 1)
-            m.d.comb += [x_wr.addr.eq(Cat(tcount[:IAW], wslot)), x_wr.data.eq(tk.payload.data),
-                         x_wr.en.eq(~tdrop & (tcount <= g_n_pixels))]
-            with m.If(tcount == 0):
-                m.d.sync += trace_flag.bit_select(wslot, 1).eq(tk.payload.data[0])
-            with m.If(tk.payload.last):
-                m.d.sync += [tcount.eq(0), tdrop.eq(0)]
-                with m.If(~ready):
-                    m.d.sync += error.eq(Status.NOT_LOADED)
-                with m.Elif(~tdrop & (tcount == g_n_pixels)):
-                    m.d.sync += [full.bit_select(wslot, 1).eq(1), wslot.eq(~wslot)]
-                with m.Elif(~tdrop):
-                    m.d.sync += error.eq(Status.BAD_INPUT)
-            with m.Elif(~tdrop & (tcount >= g_n_pixels)):
-                m.d.sync += [tdrop.eq(1), error.eq(Status.BAD_INPUT)]
+        m.submodules.tokens = tin = TokenInput(cfg)
+        wiring.connect(m, wiring.flipped(self.tokens), tin.tokens)
+        m.d.comb += [tin.loaded.eq(ready), tin.n_pixels.eq(g_n_pixels)]
+        with m.If(tin.error_set):  # after the loader's: an input's error wins
+            m.d.sync += error.eq(tin.error)
 
         # ---- descriptor registers --------------------------------------------------------------
         d = {name: Signal(BITS[name], name="d_" + name) for name in isa.DESC_FIELDS}
@@ -363,30 +305,28 @@ class _Core(wiring.Component):
         p0 = Signal(AW + 1)
         rows_left = Signal(signed(CW + 1))
 
-        tap_n, st_n = tap_i + 1, st_i + 1
-        ct_n, rg_n, g_n = ct_i + 1, rg_i + 1, g_i + 1
-        tap_last = tap_n == d["taps"]
-        st_last = st_n == d["steps"]
-        first_step = (st_i == 0) & (tap_i == 0)
+        st_n = st_i + 1
+        # Whether each counter is at its last value, registered as the counter moves (the
+        # compare looks one value ahead), so the loop's decisions start from flip-flops rather
+        # than from an adder and a comparator per level.
+        tap_last, st_last, ct_last, rg_last, g_last = (
+            Signal(name=f"{n}_last") for n in ("tap", "st", "ct", "rg", "g"))
+        first_step = Signal()  # st_i == 0 and tap_i == 0
         last_step = st_last & tap_last
-        ct_last = ct_n == d["cts"]
-        rg_last = rg_n == d["rgs"]
-        g_last = g_n == d["groups"]
 
-        MP_K, MP_S = isa.maxpool_chunk(C)
+        def count(last, index, count_field, to_zero):
+            """The statements that move `index` on (or back to 0) with its `last` flag."""
+            if to_zero:
+                return [index.eq(0), last.eq(d[count_field] == 1)]
+            return [index.eq(index + 1), last.eq(index + 2 == d[count_field])]
+
+        MP_K, _ = isa.maxpool_chunk(C)
         maxpool = d["op"] == isa.OP_MAXPOOL
         drain_busy = Signal()
         drain_done = Signal()  # the drain's last cycle
         # A tile's drain parameters (and a max-pool chunk's output address).
-        dr = Signal(data.StructLayout({
-            "mask": C, "par_t": PAW, "out_t": AW, "rows_left": signed(CW + 1), "first_ct": 1,
-            "last_ct": 1, "final": 1}))
-        s2 = Signal(data.StructLayout({
-            "valid": 1, "first": 1, "last": 1, "shift": isa.SHIFT_BITS, "neg": 1, "pair": 1,
-            "shift2": isa.SHIFT_BITS,
-            "neg2": 1, "col_lo": max(LC, 1),
-            "row_lo": max(LC, 1), "onehot": max(LC, 1), "mask": C,
-            "up": C, "dn": C, "rot": LR, "seg": 2}))
+        dr = Signal(tile_layout(cfg))
+        s2 = Signal(stage2_layout(cfg))
         # A tile's last step waits in stage 1 while a drain runs or is about to start (a last
         # step in stage 2): the shadow then holds the previous tile's sums until drained. With
         # single-buffered accumulators the tile's first step waits instead: the drain reads
@@ -401,17 +341,20 @@ class _Core(wiring.Component):
                      s_step_en.eq(s1_start | advance)]
 
         three = d["taps"] == 9
-        tap_reset = [tap_i.eq(0), kx.eq(Mux(three, 0, 1)), ky.eq(Mux(three, 0, 1)),
-                     tap_off.eq(Mux(three, -d["width"] - 1, 0))]
+        tap_reset = count(tap_last, tap_i, "taps", True) + [
+            kx.eq(Mux(three, 0, 1)), ky.eq(Mux(three, 0, 1)),
+            tap_off.eq(Mux(three, -d["width"] - 1, 0))]
         with m.If(s1_start):
             # The tile addresses start at the descriptor's bases (loaded with it).
-            m.d.sync += tap_reset + [
-                s1_valid.eq(1), g_i.eq(0), rg_i.eq(0), ct_i.eq(0), st_i.eq(0), p0.eq(0),
-                rows_left.eq(d["rows"])]
+            m.d.sync += tap_reset + [s1_valid.eq(1), p0.eq(0), rows_left.eq(d["rows"]),
+                                     first_step.eq(1)]
+            m.d.sync += (count(g_last, g_i, "groups", True) + count(rg_last, rg_i, "rgs", True)
+                         + count(ct_last, ct_i, "cts", True) + count(st_last, st_i, "steps", True))
         with m.Elif(advance):
             # advance taps, steps, tiles
+            m.d.sync += first_step.eq(tap_last & st_last)
             with m.If(~tap_last):
-                m.d.sync += tap_i.eq(tap_n)
+                m.d.sync += count(tap_last, tap_i, "taps", False)
                 with m.If(kx == 2):
                     m.d.sync += [kx.eq(0), ky.eq(ky + 1), tap_off.eq(tap_off + d["width"] - 2)]
                 with m.Else():
@@ -419,30 +362,33 @@ class _Core(wiring.Component):
             with m.Else():
                 m.d.sync += tap_reset
                 with m.If(~st_last):
-                    m.d.sync += st_i.eq(st_n)
+                    m.d.sync += count(st_last, st_i, "steps", False)
                 with m.Else():
-                    m.d.sync += st_i.eq(0)
+                    m.d.sync += count(st_last, st_i, "steps", True)
                     with m.If(~ct_last):
-                        m.d.sync += [ct_i.eq(ct_n), col_t.eq(col_t + d["col_ct"]),
+                        m.d.sync += count(ct_last, ct_i, "cts", False)
+                        m.d.sync += [col_t.eq(col_t + d["col_ct"]),
                                      row_t.eq(row_t + d["row_ct"]), out_t.eq(out_t + d["out_ct"]),
                                      p0.eq(p0 + C)]
                     with m.Else():
-                        m.d.sync += [ct_i.eq(0), p0.eq(0)]
+                        m.d.sync += count(ct_last, ct_i, "cts", True) + [p0.eq(0)]
                         with m.If(~rg_last):
                             nc, nr = col_rb + d["col_rg"], row_rb + d["row_rg"]
                             nw, npar = w_t + d["w_rg"], par_t + d["par_rg"]
                             no = out_rb + d["out_rg"]
-                            m.d.sync += [rg_i.eq(rg_n), col_rb.eq(nc), col_t.eq(nc),
+                            m.d.sync += count(rg_last, rg_i, "rgs", False)
+                            m.d.sync += [col_rb.eq(nc), col_t.eq(nc),
                                          row_rb.eq(nr), row_t.eq(nr), w_t.eq(nw),
                                          par_t.eq(npar), out_rb.eq(no), out_t.eq(no),
                                          rows_left.eq(rows_left - R)]
                         with m.Else():
-                            m.d.sync += rg_i.eq(0)
+                            m.d.sync += count(rg_last, rg_i, "rgs", True)
                             with m.If(~g_last):
                                 nc, nr = col_gb + d["col_g"], row_gb + d["row_g"]
                                 nw, npar = w_gb + d["w_g"], par_gb + d["par_g"]
                                 no = out_gb + d["out_g"]
-                                m.d.sync += [g_i.eq(g_n), col_gb.eq(nc), col_rb.eq(nc),
+                                m.d.sync += count(g_last, g_i, "groups", False)
+                                m.d.sync += [col_gb.eq(nc), col_rb.eq(nc),
                                              col_t.eq(nc), row_gb.eq(nr), row_rb.eq(nr),
                                              row_t.eq(nr), w_gb.eq(nw), w_t.eq(nw),
                                              par_gb.eq(npar), par_t.eq(npar), out_gb.eq(no),
@@ -537,31 +483,16 @@ class _Core(wiring.Component):
         lo1 = Mux(dump_active, dump_addr[:max(LC, 1)], s2.row_lo)
         colw = rotate(0, s2.col_lo)
         roww = rotate(1, lo1)
-        ones = (1 << L) - 1
-
-        def edge(word, c):
-            if not PACKING:
-                return word
-            return Mux(s2.up[c], word << g_T, Mux(s2.dn[c], word >> g_T, word))
-
-        for c in range(C):
-            onehot = Mux(s2.onehot == c, ones, 0) if C > 1 else ones
-            word = Mux(d["col_mode"], onehot, edge(colw[c], c))
-            m.d.comb += pe.colop[c].eq(Mux(s2.mask[c], word, 0) & lane_valid)
-            if PAIRED:
-                # A paired step's second operand: port B's run, with the same edges and masks.
-                m.d.comb += pe.colop2[c].eq(Mux(s2.pair & s2.mask[c], edge(roww[c], c), 0)
-                                            & lane_valid)
+        m.submodules.operands = ops = OperandFetch(cfg)
+        m.d.comb += [ops.col_words.eq(Cat(*colw)), ops.row_words.eq(Cat(*roww)), ops.step.eq(s2),
+                     ops.col_mode.eq(d["col_mode"]), ops.row_mode.eq(d["row_mode"]),
+                     ops.T.eq(g_T), ops.lane_valid.eq(lane_valid),
+                     pe.colop.eq(ops.colop), pe.rowop.eq(ops.rowop)]
         if PACKING:
-            back = Signal(range(L * L + 1))
-            m.d.comb += back.eq(used - s2.rot)
+            m.d.comb += ops.used.eq(used)
+        if PAIRED:
+            m.d.comb += [pe.colop2.eq(ops.colop2), pe.shift2.eq(s2.shift2), pe.neg2.eq(s2.neg2)]
         for r in range(R):
-            rw = roww[r] if r < C else Const(ones, L)
-            if PACKING:
-                # Lane-group rotation, cyclic over the used lanes (attention across bands).
-                rotated = ((rw << s2.rot) | (rw >> back)) & lane_valid
-                rw = Mux(s2.rot == 0, rw, rotated)
-            m.d.comb += pe.rowop[r].eq(Mux(d["row_mode"], rw, ones))
             m.d.comb += pe.weight[r].eq(w_rd.data[r * WB:(r + 1) * WB])
         m.d.comb += [pe.valid.eq(s2.valid & ~maxpool), pe.last.eq(s2.last),
                      pe.shift.eq(s2.shift), pe.neg.eq(s2.neg)]
@@ -571,186 +502,40 @@ class _Core(wiring.Component):
             m.d.sync += clear.eq(drain_done)
             m.d.comb += pe.clear.eq(clear)
 
-        # Max-pool: output k of the chunk ORs the run words j = 2k .. 2k + 2 (j = seg * C + c:
-        # the column words as the PE array would see them, padding masked, edges shifted); the
-        # chunk's last step writes its outputs as one run (fewer in a row's last chunk).
-        mp_or = Signal(data.ArrayLayout(L, MP_K))
-        mp_next = Signal(data.ArrayLayout(L, MP_K))
-        for k in range(MP_K):
-            hits = []
-            for c in range(C):
-                if MP_S == 1:
-                    if 2 * k <= c <= 2 * k + 2:
-                        hits.append(pe.colop[c])
-                else:
-                    j = (s2.seg << LC) + c
-                    hits.append(Mux((j >= 2 * k) & (j <= 2 * k + 2), pe.colop[c], 0))
-            m.d.comb += mp_next[k].eq(Mux(s2.first, 0, mp_or[k]) | _or_all(hits, L))
-        with m.If(s2.valid):
-            m.d.sync += mp_or.eq(mp_next)
-        mp_write = s2.valid & s2.last & maxpool
-        mp_wmask = Mux(dr.last_ct, ~(Const(-1, C) << d["mp_last"]), (1 << MP_K) - 1)
-        if PAIRED:
-            m.d.comb += [pe.shift2.eq(s2.shift2), pe.neg2.eq(s2.neg2)]
+        # Max-pool: the chunk's last step writes its outputs as one run (fewer in a row's last
+        # chunk).
+        m.submodules.maxpool = mp = MaxPoolOr(cfg)
+        m.d.comb += [mp.words.eq(ops.colop), mp.valid.eq(s2.valid), mp.first.eq(s2.first),
+                     mp.seg.eq(s2.seg)]
+        # The chunk's outputs are registered with their write (address, column mask) and
+        # written a cycle later: the OR of the run words is not on a read-to-write path.
+        mp_write = Signal()
+        mp_words = Signal(data.ArrayLayout(L, MP_K))
+        mp_addr, mp_wmask = Signal(AW), Signal(C)
+        m.d.sync += [mp_write.eq(s2.valid & s2.last & maxpool), mp_words.eq(mp.result),
+                     mp_addr.eq(dr.out_t),
+                     mp_wmask.eq(Mux(dr.last_ct, ~(Const(-1, C) << d["mp_last"]),
+                                     (1 << MP_K) - 1))]
 
         # ---- drain -----------------------------------------------------------------------------
-        # The drain issues one row (one bit-plane of it for raw outputs) per cycle; the row
-        # travels through a pipeline and is written (or, for the head, added to its logit) at
-        # the end: issue (the parameter memory's read of the row) -> the read registered
-        # with the row's write command -> the LIF units' stages -> the write. The shadow row
-        # is read at the registered stage; the shadow stays put until the issuing is over
-        # and one cycle more (single-buffered: the restart waits a cycle for it).
-        dr_phase = Signal(3)  # 0 idle, 1 first cycle (param read), 2 rows, 3 emit, 4 settle
-        dr_row = Signal(range(R + 1))
-        dr_plane = Signal(BITS["out_planes"])
-        dr_addr = Signal(AW)
-        dr_row_addr = Signal(AW)
-        last_plane_c = Signal()
-        dr_byte = Signal(2)
-        dr_wait = Signal(range(cfg.head_latency + 2))
-        logits = [Signal(32, name=f"logit{r}") for r in range(R)]
-        m.d.comb += drain_busy.eq(dr_phase != 0)
+        m.submodules.drain = drain = Drain(cfg)
         # The tile's drain parameters, taken from stage 1 as its last step moves on (the
         # previous drain is over by then); the drain starts when that step leaves the array.
         with m.If(advance & last_step):
             m.d.sync += [dr.mask.eq(valid_cols), dr.par_t.eq(par_t), dr.out_t.eq(out_t),
                          dr.rows_left.eq(rows_left), dr.first_ct.eq(ct_i == 0),
                          dr.last_ct.eq(ct_last), dr.final.eq(ct_last & rg_last & g_last)]
-        with m.If(pe.last_out):
-            m.d.sync += [dr_phase.eq(1), dr_row.eq(0), dr_plane.eq(0)]
-        m.d.comb += p_drain_addr.eq(dr.par_t + dr_row + ((dr_phase == 2) & last_plane_c))
-        with m.If(dr_phase == 1):
-            m.d.comb += p_drain_addr.eq(dr.par_t)
-        head = d["out_mode"] == isa.OUT_HEAD
-        raw = d["out_mode"] == isa.OUT_RAW
-        row_valid = dr_row < dr.rows_left
-        last_plane = dr_plane == d["out_planes"] - 1
-        m.d.comb += last_plane_c.eq(last_plane)
-        issue = Signal()  # a row (plane) is issued this cycle
-        m.d.comb += issue.eq(dr_phase == 2)
-
-        # Stage D1: the issued row's command and its parameters, registered.
-        d1 = Signal(data.StructLayout({
-            "valid": 1, "write": 1, "row": range(R + 1), "plane": BITS["out_planes"],
-            "addr": AW, "en": C, "first_ct": 1}))
-        d1_bias = Signal(signed(A))
-        d1_thr = Signal(signed(M))
-        m.d.sync += [d1.valid.eq(issue), d1.write.eq(issue & ~head), d1.row.eq(dr_row),
-                     d1.plane.eq(dr_plane), d1.addr.eq(dr_addr),
-                     d1.en.eq(Mux(row_valid, dr.mask, 0)), d1.first_ct.eq(dr.first_ct),
-                     d1_bias.eq(p_rd.data[:A].as_signed()),
-                     d1_thr.eq(p_rd.data[A:].as_signed())]
-        # The drained row of the shadow accumulators: an explicit R-way mux (indexing the
-        # array by a signal would build one all-to-all part-select, slow to elaborate).
-        shadow_row = Signal(pe.shadow.shape().elem_shape, name="shadow_row")
-        with m.Switch(d1.row):
-            for r in range(R):
-                with m.Case(r):
-                    m.d.comb += shadow_row.eq(pe.shadow[r])
-
-        def delayed(value, cycles, name):
-            """`value` `cycles` cycles later (a chain of registers)."""
-            for i in range(cycles):
-                q = Signal.like(value, name=f"{name}_d{i + 1}")
-                m.d.sync += q.eq(value)
-                value = q
-            return value
-
-        LIF_LAT = cfg.lif_latency
-        spikes = Signal(data.ArrayLayout(L, C))
-        planes = Signal(data.ArrayLayout(L, C))
-        terms = []
-        for c in range(C):
-            m.submodules[f"lif{c}"] = lif = LifUnit(cfg)
-            m.d.comb += [lif.x.eq(shadow_row[c]), lif.bias.eq(d1_bias),
-                         lif.threshold.eq(d1_thr), lif.start.eq(lane_start),
-                         lif.valid.eq(lane_valid), lif.step.eq(d["out_mode"] == isa.OUT_STEP),
-                         spikes[c].eq(lif.spikes)]
-            # Raw outputs: bit-plane `plane` of x + bias, from the LIF unit's bias adders.
-            m.d.comb += planes[c].eq(Cat(*[
-                lif.biased[lane].bit_select(d1.plane[:_log2(A + 1)], 1)
-                for lane in range(L)]) & lane_valid)
-            terms += [shadow_row[c][lane] for lane in range(L)]
-        # Write-back: the command and the raw planes wait for the LIF units' stages.
-        wb = delayed(d1, LIF_LAT, "wb")
-        wb_planes = delayed(planes, LIF_LAT, "wb_planes")
-        with m.If(wb.write):
-            m.d.comb += [wr_addr.eq(wb.addr), wr_words.eq(Mux(raw, wb_planes, spikes)),
-                         wr_en.eq(wb.en)]
-        in_flight = [d1.valid] + [delayed(d1.valid, i, "in_flight")
-                                  for i in range(1, LIF_LAT + 1)]
-        drain_pipe_busy = Signal()
-        m.d.comb += drain_pipe_busy.eq(_or_all(in_flight, 1))
-
-        # The head: the row's sum over columns and lanes through a pipelined adder tree,
-        # added to its running logit at the end (the bias on the first column tile).
-        row_sum = _sum_tree(m, terms, "row_sum", register_every=2)
-        HEAD_LAT = cfg.head_latency
-        hd = delayed(d1, HEAD_LAT, "head")
-        hd_bias = delayed(d1_bias, HEAD_LAT, "head_bias")
-        logit_row = Signal(32)
-        with m.Switch(hd.row):
-            for r in range(R):
-                with m.Case(r):
-                    m.d.comb += logit_row.eq(logits[r])
-        logit = Signal(32)
-        m.d.comb += logit.eq(Mux(hd.first_ct, hd_bias, logit_row) + row_sum)
-        with m.If(hd.valid & head):
-            with m.Switch(hd.row):
-                for r in range(R):
-                    with m.Case(r):
-                        m.d.sync += logits[r].eq(logit)
-
-        with m.Switch(dr_phase):
-            with m.Case(1):
-                m.d.sync += [dr_phase.eq(2), dr_addr.eq(dr.out_t), dr_row_addr.eq(dr.out_t)]
-            with m.Case(2):
-                with m.If(head):
-                    with m.If(dr_row == R - 1):
-                        with m.If(dr.last_ct):
-                            # Emit the tile's logits once the last row's sum is in.
-                            m.d.sync += [dr_phase.eq(4), dr_wait.eq(0)]
-                        with m.Else():
-                            m.d.sync += dr_phase.eq(0)
-                            m.d.comb += drain_done.eq(1)
-                    m.d.sync += dr_row.eq(dr_row + 1)
-                with m.Else():
-                    with m.If(last_plane):
-                        nxt = dr_row_addr + d["out_row"]
-                        m.d.sync += [dr_plane.eq(0), dr_row.eq(dr_row + 1), dr_row_addr.eq(nxt),
-                                     dr_addr.eq(nxt)]
-                        with m.If(dr_row == R - 1):
-                            m.d.sync += dr_phase.eq(0)
-                            m.d.comb += drain_done.eq(1)
-                    with m.Else():
-                        m.d.sync += [dr_plane.eq(dr_plane + 1),
-                                     dr_addr.eq(dr_addr + d["out_plane"])]
-            with m.Case(4):
-                m.d.sync += dr_wait.eq(dr_wait + 1)
-                with m.If(dr_wait == HEAD_LAT):
-                    m.d.sync += [dr_phase.eq(3), dr_row.eq(0), dr_byte.eq(0)]
-            with m.Case(3):
-                with m.If(self.results.ready):
-                    m.d.sync += dr_byte.eq(dr_byte + 1)
-                    with m.If(dr_byte == 3):
-                        m.d.sync += dr_row.eq(dr_row + 1)
-                        with m.If((dr_row == R - 1) | (dr_row + 1 == dr.rows_left)):
-                            m.d.sync += [dr_phase.eq(0), dr_row.eq(0)]
-                            m.d.comb += drain_done.eq(1)
-        # The logit being emitted, byte by byte (explicit muxes: a variable part-select
-        # would be a multiply by 8).
-        emit_logit = Signal(32)
-        with m.Switch(dr_row):
-            for r in range(R):
-                with m.Case(r):
-                    m.d.comb += emit_logit.eq(logits[r])
-        emit_byte = Signal(8)
-        with m.Switch(dr_byte):
-            for i in range(4):
-                with m.Case(i):
-                    m.d.comb += emit_byte.eq(emit_logit[8 * i:8 * i + 8])
-        head_final = (dr_phase == 3) & dr.final & (dr_byte == 3) & (
-            (dr_row == R - 1) | (dr_row + 1 == dr.rows_left))
+        m.d.comb += [drain.start.eq(pe.last_out), drain.tile.eq(dr),
+                     drain.desc.out_mode.eq(d["out_mode"]),
+                     drain.desc.out_planes.eq(d["out_planes"]),
+                     drain.desc.out_row.eq(d["out_row"]), drain.desc.out_plane.eq(d["out_plane"]),
+                     drain.lane_start.eq(lane_start), drain.lane_valid.eq(lane_valid),
+                     drain.shadow.eq(pe.shadow), p_drain_addr.eq(drain.param_addr),
+                     drain.param_data.eq(p_rd.data), drain.emit_ready.eq(self.results.ready),
+                     drain_busy.eq(drain.busy), drain_done.eq(drain.done)]
+        with m.If(drain.write.valid):
+            m.d.comb += [wr_addr.eq(drain.write.addr), wr_words.eq(drain.write.words),
+                         wr_en.eq(drain.write.en)]
 
         # ---- sequencer ---------------------------------------------------------------------------
         pass_i = Signal(range(cfg.program_depth))
@@ -777,26 +562,26 @@ class _Core(wiring.Component):
                  "out_base": [out_gb, out_rb, out_t]}
         with m.FSM():
             with m.State("IDLE"):
-                with m.If(ready & full.bit_select(rslot, 1)):
-                    m.d.sync += [busy.eq(1), trace_on.eq(trace_flag.bit_select(rslot, 1)),
+                with m.If(ready & tin.available):
+                    m.d.sync += [busy.eq(1), trace_on.eq(tin.trace),
                                  up_i.eq(0), up_b.eq(0), up_addr.eq(g_in_base)]
                     m.next = "UNPACK_READ"
             # Unpack: a word's `pack` pixels (consecutive bytes) are gathered into its
             # bit-plane words, one pixel per cycle, then the planes are written, one per cycle.
             with m.State("UNPACK_READ"):
-                m.d.comb += x_rd.addr.eq(Cat((up_i + 1)[:IAW], rslot))
+                m.d.comb += tin.rd_index.eq(up_i + 1)
                 m.d.sync += [up_g.eq(0), up_gmask.eq(lane_group)]
                 m.next = "UNPACK_GATHER"
             with m.State("UNPACK_GATHER"):
                 if PACKING:
-                    m.d.comb += x_rd.addr.eq(Cat((up_i + 2)[:IAW], rslot))
+                    m.d.comb += tin.rd_index.eq(up_i + 2)
                     for b in range(8):
-                        bit = Mux(x_rd.data[b], up_gmask, 0)
+                        bit = Mux(tin.rd_data[b], up_gmask, 0)
                         m.d.sync += up_planes[b].eq(Mux(up_g == 0, bit, up_planes[b] | bit))
                 else:
                     # One pixel per word: its planes come straight from the pixel memory,
                     # which holds the pixel through the write cycles.
-                    m.d.comb += x_rd.addr.eq(Cat((up_i + 1)[:IAW], rslot))
+                    m.d.comb += tin.rd_index.eq(up_i + 1)
                 m.d.sync += [up_i.eq(up_i + 1), up_g.eq(up_g + 1), up_gmask.eq(up_gmask << g_T)]
                 with m.If(up_g == g_pack - 1):
                     m.d.sync += [up_b.eq(0), up_plane_addr.eq(up_addr)]
@@ -804,21 +589,21 @@ class _Core(wiring.Component):
             with m.State("UNPACK_WRITE"):
                 m.d.comb += [wr_addr.eq(up_plane_addr), wr_en.eq(1)]
                 if PACKING:
-                    m.d.comb += x_rd.addr.eq(Cat((up_i + 1)[:IAW], rslot))
+                    m.d.comb += tin.rd_index.eq(up_i + 1)
                     with m.Switch(up_b[:3]):
                         for b in range(8):
                             with m.Case(b):
                                 m.d.comb += wr_words[0].eq(up_planes[b])
                 else:
-                    m.d.comb += [x_rd.addr.eq(Cat(up_i[:IAW], rslot)),
-                                 wr_words[0].eq(Mux(x_rd.data.bit_select(up_b[:3], 1),
+                    m.d.comb += [tin.rd_index.eq(up_i),
+                                 wr_words[0].eq(Mux(tin.rd_data.bit_select(up_b[:3], 1),
                                                     lane_group, 0))]
                 m.d.sync += [up_b.eq(up_b + 1), up_plane_addr.eq(up_plane_addr + g_in_plane)]
                 with m.If(up_b == g_bits - 1):
                     m.d.sync += [up_addr.eq(up_addr + 1), up_g.eq(0), up_gmask.eq(lane_group)]
                     with m.If(up_i == g_n_pixels):
-                        m.d.sync += [full.bit_select(rslot, 1).eq(0), rslot.eq(~rslot),
-                                     pass_i.eq(0), prog_rd.eq(0)]
+                        m.d.comb += tin.release.eq(1)
+                        m.d.sync += [pass_i.eq(0), prog_rd.eq(0)]
                         m.next = "DESC"
                     with m.Else():
                         m.next = "UNPACK_GATHER"
@@ -845,10 +630,10 @@ class _Core(wiring.Component):
                 m.next = "ARRAY"
             with m.State("ARRAY"):
                 with m.If(mp_write):
-                    m.d.comb += [wr_addr.eq(dr.out_t), wr_en.eq(mp_wmask)]
-                    m.d.comb += [wr_words[k].eq(mp_next[k]) for k in range(MP_K)]
+                    m.d.comb += [wr_addr.eq(mp_addr), wr_en.eq(mp_wmask)]
+                    m.d.comb += [wr_words[k].eq(mp_words[k]) for k in range(MP_K)]
                 with m.If(~s1_valid & ~s2.valid & ~pe.last_out & ~drain_busy
-                          & ~drain_pipe_busy):
+                          & ~drain.pipe_busy & ~mp_write):
                     m.next = "PASS_END"
             with m.State("PASS_END"):
                 m.d.sync += dump_i.eq(0)
@@ -888,10 +673,10 @@ class _Core(wiring.Component):
 
         # results: the drain's logits or the dump's words
         res = self.results
-        with m.If(dr_phase == 3):
+        with m.If(drain.emit_valid):
             m.d.comb += [res.valid.eq(1),
-                         res.payload.data.eq(emit_byte),
-                         res.payload.last.eq(head_final)]
+                         res.payload.data.eq(drain.emit_data),
+                         res.payload.last.eq(drain.emit_last)]
         with m.Else():
             m.d.comb += [res.valid.eq(emit_valid), res.payload.data.eq(emit_data),
                          res.payload.last.eq(emit_last)]

@@ -533,7 +533,10 @@ class _Builder:
             params = [(int(b), 0) for b in bias]
             mode, oplanes = isa.OUT_RAW, out.bits
         d = self.desc(rows=cout, cols=P, steps=len(ops), taps=taps, pad=int(k == 3),
-                      width=W, lastrow=P - W, band=P if self.k > 1 else 0, out_mode=mode,
+                      # The band's last grid row starts at P - W; only 3x3 padding reads it
+                      # (a band of a 1x1 conv may hold less than one grid row).
+                      width=W, lastrow=max(0, P - W), band=P if self.k > 1 else 0,
+                      out_mode=mode,
                       out_planes=oplanes,
                       col_base=src, w_rg=cin * taps, out_base=dst, out_rg=self.R * P,
                       out_row=P, out_plane=cout * P,

@@ -19,7 +19,7 @@ tracing off and the results stream always ready (tests/test_hw_accelerator.py ch
     (`1 + lif_latency` cycles after the issue: the parameter register, the LIF stages);
   - max-pool pass: the array's loops without a drain: 3 row reads (x `reads`) per chunk of `k`
     outputs of one output row, with `(k, reads) = isa.maxpool_chunk(pe_cols)`
-    (k = (pe_cols - 1) // 2, one read per row from pe_cols = 4 up), plus `MAXPOOL_PIPE` = 2
+    (k = (pe_cols - 1) // 2, one read per row from pe_cols = 4 up), plus `MAXPOOL_PIPE` = 3
     pipeline cycles;
 - 1 cycle to return to idle.
 
@@ -51,8 +51,9 @@ PASS_OVERHEAD = DESC_LOAD + 2  #: descriptor load, one start cycle, one end-of-p
 #: Cycles from a tile's last step in stage 1 to its drain's first cycle: stage 2 (operand
 #: fetch), the PE array's operand register, its accumulate stage.
 PIPE = 1 + 2
-#: Cycles from a max-pool chunk's last step in stage 1 to its write (stage 2 ORs and writes).
-MAXPOOL_PIPE = 2
+#: Cycles from a max-pool pass's last step in stage 1 to the pass's end: stage 2 ORs, the
+#: chunk's outputs are registered, then written.
+MAXPOOL_PIPE = 3
 
 
 @dataclass
