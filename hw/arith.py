@@ -41,3 +41,9 @@ def or_all(words, width: int):
     for word in words:
         out = out | word
     return out
+
+
+def times_const(value, k: int):
+    """`value * k` for a constant k, as a sum of shifted copies (no multiplier)."""
+    terms = [value << i for i in range(k.bit_length()) if k >> i & 1]
+    return sum(terms[1:], terms[0])

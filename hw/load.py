@@ -24,19 +24,10 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import isa
+from .arith import log2_ceil, times_const
 from .config import ArrayConfig
 from .status import Status
 from .streams import BYTE_STREAM
-
-
-def _log2(n: int) -> int:
-    return max(1, (n - 1).bit_length())
-
-
-def _times(value, k: int):
-    """`value * k` for a constant k, as a sum of shifted copies (no multiplier)."""
-    terms = [value << i for i in range(k.bit_length()) if k >> i & 1]
-    return sum(terms[1:], terms[0])
 
 
 def write_signature(addr_bits: int, data_shape, en_bits: int = 1) -> wiring.Signature:
@@ -67,10 +58,10 @@ class LoadParser(wiring.Component):
         super().__init__({
             "load": In(BYTE_STREAM),
             "busy": In(1),
-            "weight": Out(write_signature(_log2(cfg.weight_depth), R * WB)),
-            "param": Out(write_signature(_log2(cfg.param_depth), A + M)),
-            "step": Out(write_signature(_log2(cfg.step_depth), step_layout(cfg))),
-            "program": Out(write_signature(_log2(cfg.program_depth * isa.desc_words()),
+            "weight": Out(write_signature(log2_ceil(cfg.weight_depth), R * WB)),
+            "param": Out(write_signature(log2_ceil(cfg.param_depth), A + M)),
+            "step": Out(write_signature(log2_ceil(cfg.step_depth), step_layout(cfg))),
+            "program": Out(write_signature(log2_ceil(cfg.program_depth * isa.desc_words()),
                                            FW * FPW, FPW)),
             "globals": Out(globals_layout(cfg)),
             "n_passes": Out(range(cfg.program_depth + 1)),
@@ -229,7 +220,7 @@ class LoadParser(wiring.Component):
                                 m.d.comb += limit.eq(cfg.program_depth)
                         index = Cat(base[:8], byte)
                         last_addr = Mux(rtype == isa.REC_DESC, index + 1, base + byte)
-                        m.d.sync += prog_row.eq(_times(index, NW))
+                        m.d.sync += prog_row.eq(times_const(index, NW))
                         with m.If((rtype != isa.REC_DESC) & (byte == 0)):
                             m.d.sync += fail(Status.BAD_RECORD)
                         with m.Elif(last_addr > limit):

@@ -107,3 +107,20 @@ def test_both_regressions_on_the_rtl():
         acc.load(compile_network(victim, CONFIG))
         np.testing.assert_array_equal(acc.infer(zeros), golden.run(victim, zeros, record=False)[0])
     assert session.passed
+
+
+def test_executor_sees_a_field_the_hardware_cuts_short(monkeypatch):
+    """Negative control of the decoding reference: if the array kept only 4 shift bits (the
+    old gateware), the executor running the decoded image disagrees with the golden model on
+    the wide-shift network, as the RTL did."""
+    model = wide_shift_network()
+    net = compile_network(model, CONFIG)
+    x = np.ones((1,) + model.input_spec.shape, np.int64)
+    real = isa.step_bits
+
+    def four_bit_shifts(config):
+        return {**real(config), "shift": 4, "shift2": 4}
+
+    monkeypatch.setattr(isa, "step_bits", four_bit_shifts)
+    got = logits_of(net, Executor(net).run(x[0]))
+    assert not np.array_equal(got, golden.run(model, x, record=False)[0][0])
