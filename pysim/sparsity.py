@@ -27,14 +27,21 @@ the work a design could skip, at three granularities:
   - *bitmap step skipping*: the same with one nonzero bit per aligned block of `pe_cols` words
     (what a drain can write as it stores a row): a run that straddles two blocks is skipped
     only when both are zero, and steps whose columns all fall on padding are dropped statically;
+  - *bitmap, 4 steps per cycle*: the same bitmap read for four steps at a time, so a tile
+    takes at least a quarter of its dense steps;
+  - *dual read*: no bitmap; the operand fetch reads the next two steps' runs per cycle through
+    its two ports (the row port idles in passes without paired steps or row runs) and issues
+    the first nonzero one, so a tile takes at least half its dense steps (other passes stay
+    dense);
   - *word skipping per column*: each PE column skips its own zero words, the tile lasting as
     long as its busiest column (columns would need their own weight reads: an upper bound).
 
 Every tile's drain stays, so a tile whose steps all vanish still costs its drain; `ideal`
 figures (dense cycles minus skipped steps) ignore that and bound the saving from above.
 
-The report (`build/sparsity/<dataset>.json` by default) holds every pass of every variant on
-every array; the printed table shows the zero-step fraction per layer and the cycles saved.
+The report (`build/sparsity/report.json`; Fashion-MNIST: `build/sparsity/fashion/report.json`)
+holds every pass of every variant on every array; the printed table shows the zero-step
+fraction per layer and the cycles saved.
 Deterministic: the first N images of the fixed test split, no randomness.
 """
 
@@ -65,6 +72,8 @@ COLUMNS = (4, 8, 16)
 BATCH = 100
 #: What each pass of an attention layer computes, in the compiler's order (`layer_ssa`,
 #: `layer_sdsa`); an SSA layer has one `q k^T` pass per lane-group rotation.
+SCHEME_LABELS = {"step": "step skip", "bitmap": "bitmap", "bitmap4": "bitmap/4",
+                 "dual_read": "dual read", "word": "per column"}
 SSA_ROLES = ("v^T", "q k^T", "A v")
 SDSA_ROLES = ("k AND v", "(k AND v)^T", "gate", "q AND gate")
 
@@ -203,6 +212,31 @@ def pass_activity(mem: np.ndarray, d: dict, steps: np.ndarray, config: ArrayConf
                         np.asarray(words_nz), words)
 
 
+#: The skipping schemes (see the module docstring), in the order of the table.
+SCHEMES = ("step", "bitmap", "bitmap4", "dual_read", "word")
+
+
+def kept_steps(act: PassActivity, scheme: str, row_port_free: bool) -> np.ndarray:
+    """(B, tiles) steps each tile still issues under `scheme` (at least one: the step that
+    restarts the accumulators and starts the drain). `row_port_free`: the pass reads no second
+    run per step (no paired steps, rows all ones), so the row port can read ahead."""
+    K = act.steps_per_tile
+    if scheme == "step":
+        kept = act.nonzero_steps
+    elif scheme == "bitmap":
+        kept = act.bitmap_steps
+    elif scheme == "bitmap4":
+        kept = np.maximum(act.bitmap_steps, -(-K // 4))
+    elif scheme == "dual_read":
+        kept = (np.maximum(act.nonzero_steps, -(-K // 2)) if row_port_free
+                else np.full_like(act.nonzero_steps, K))
+    elif scheme == "word":
+        kept = act.busiest_column
+    else:
+        raise ValueError(f"unknown scheme {scheme!r}; known: {', '.join(SCHEMES)}")
+    return np.maximum(kept, 1)
+
+
 def skipping_pass_cycles(config: ArrayConfig, desc: dict, tile_steps) -> np.ndarray:
     """Cycles of one array pass (as `pysim.cycles.pass_cycles`) when tile i issues
     `tile_steps[..., i]` steps instead of `steps * taps`: the same loop, vectorised over the
@@ -320,7 +354,7 @@ def measure_array(model: IntModel, images: np.ndarray, config: ArrayConfig,
     roles = pass_roles(net)
     n = len(images)
     sums: dict[int, dict] = {}
-    totals = {k: np.zeros(n) for k in ("step", "bitmap", "word")}
+    totals = {k: np.zeros(n) for k in SCHEMES}
     static = {}
     ones = None
     for first in range(0, n, batch):
@@ -337,13 +371,14 @@ def measure_array(model: IntModel, images: np.ndarray, config: ArrayConfig,
                 static[i] = pass_activity(ones, d, probe.steps, config, probe.T, probe.pack)
             desc = net.passes[i].desc
             s = sums.setdefault(i, {"nonzero_steps": 0, "bitmap_steps": 0, "nonzero_words": 0,
-                                    "step": 0.0, "bitmap": 0.0, "word": 0.0})
+                                    **{k: 0.0 for k in SCHEMES}})
+            p = net.passes[i]
+            port_free = desc["row_mode"] == isa.ROW_ONES and not any(st[5] for st in p.steps)
             s["nonzero_steps"] += int(act.nonzero_steps.sum())
             s["bitmap_steps"] += int(act.bitmap_steps.sum())
             s["nonzero_words"] += int(act.nonzero_words.sum())
-            for scheme, kept in (("step", act.nonzero_steps), ("bitmap", act.bitmap_steps),
-                                 ("word", act.busiest_column)):
-                c = skipping_pass_cycles(config, desc, np.maximum(kept, 1))
+            for scheme in SCHEMES:
+                c = skipping_pass_cycles(config, desc, kept_steps(act, scheme, port_free))
                 s[scheme] += float(c.sum())
                 totals[scheme][first:first + len(chunk)] += c
     passes = []
@@ -363,15 +398,14 @@ def measure_array(model: IntModel, images: np.ndarray, config: ArrayConfig,
                 static_zero_steps=dense - int(act.nonzero_steps.sum()),
                 bitmap_skipped_steps=dense - s["bitmap_steps"] / n,
                 words=act.words, zero_words=act.words - s["nonzero_words"] / n,
-                step_skip_cycles=s["step"] / n, bitmap_skip_cycles=s["bitmap"] / n,
-                word_skip_cycles=s["word"] / n)
+                **{f"{k}_skip_cycles": s[k] / n for k in SCHEMES})
             row["zero_step_fraction"] = row["zero_steps"] / dense
         passes.append(row)
     fixed = report.total - sum(p["dense_cycles"] for p in passes if "dense_steps" in p)
     total = {"dense_cycles": report.total,
              "zero_steps": sum(p.get("zero_steps", 0) for p in passes),
              "dense_steps": sum(p.get("dense_steps", 0) for p in passes)}
-    for scheme in ("step", "bitmap", "word"):
+    for scheme in SCHEMES:
         mean = float(fixed + totals[scheme].mean())
         total[f"{scheme}_skip_cycles"] = mean
         total[f"{scheme}_skip_saved"] = 1 - mean / report.total
@@ -385,8 +419,8 @@ def _per_layer(passes: list[dict]) -> list[dict]:
     """Passes summed per (layer, role) for the table (a layer's `q k^T` rotations add up)."""
     rows: dict = {}
     keys = ("dense_cycles", "dense_steps", "zero_steps", "static_zero_steps",
-            "bitmap_skipped_steps", "words", "zero_words", "step_skip_cycles",
-            "bitmap_skip_cycles", "word_skip_cycles")
+            "bitmap_skipped_steps", "words", "zero_words") + tuple(
+                f"{k}_skip_cycles" for k in SCHEMES)
     for p in passes:
         if "dense_steps" not in p:
             continue
@@ -475,15 +509,16 @@ def table(report: dict) -> str:
             fr = " ".join(f"{p[key]['zero_step_fraction']:>8.1%}" for p in per)
             lines.append(f"{layer:<22} {role:<12} {r['input_kind']:<6} {density:>9} {zw:>9} "
                          f"{fr}")
-        lines.append(f"{'cycles per inference':<22} {'dense':>8} {'step skip':>10} "
-                     f"{'bitmap':>10} {'per column':>10} {'ideal':>7}")
+        lines.append(f"{'cycles per inference':<22} {'dense':>8} "
+                     + " ".join(f"{SCHEME_LABELS[k]:>10}" for k in SCHEMES)
+                     + f" {'ideal':>7}")
         for a, c in zip(arrays, cols, strict=True):
             t = entry["arrays"][a]["total"]
             lines.append(f"  {a + ' (' + str(c) + ' cols)':<20} {t['dense_cycles']:>8,} "
-                         f"{t['step_skip_cycles']:>10,.0f} {t['bitmap_skip_cycles']:>10,.0f} "
-                         f"{t['word_skip_cycles']:>10,.0f} {t['ideal_step_skip_saved']:>7.1%}")
-            lines.append(f"  {'saved':<20} {'':>8} {t['step_skip_saved']:>10.1%} "
-                         f"{t['bitmap_skip_saved']:>10.1%} {t['word_skip_saved']:>10.1%}")
+                         + " ".join(f"{t[k + '_skip_cycles']:>10,.0f}" for k in SCHEMES)
+                         + f" {t['ideal_step_skip_saved']:>7.1%}")
+            lines.append(f"  {'saved':<20} {'':>8} "
+                         + " ".join(f"{t[k + '_skip_saved']:>10.1%}" for k in SCHEMES))
     return "\n".join(lines)
 
 
@@ -534,7 +569,8 @@ def main(argv=None) -> int:
                         help="first N test images (default: digits 120, fashion 500)")
     parser.add_argument("--columns", type=cli.positive, nargs="+", default=list(COLUMNS),
                         help="PE columns of the arrays measured (default: 4 8 16)")
-    parser.add_argument("--out", help="report JSON (default: build/sparsity/<dataset>.json)")
+    parser.add_argument("--out", help="report JSON (default: build/sparsity/report.json, "
+                        "fashion: build/sparsity/fashion/report.json)")
     parser.add_argument("--plot", help="also draw spikformer's zero steps against the columns "
                         "into this PNG")
     cli.add_debug(parser)
@@ -544,7 +580,8 @@ def main(argv=None) -> int:
             raise cli.UsageError(f"--columns {c}: PE columns are a power of two, 1 .. 64")
     report = measure(args.dataset, args.images, tuple(args.columns))
     print(table(report))
-    out = Path(args.out) if args.out else ROOT / "build/sparsity" / f"{args.dataset}.json"
+    out = Path(args.out) if args.out else ROOT / "build/sparsity" / (
+        "report.json" if args.dataset == "digits" else f"{args.dataset}/report.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {cli.shown(out)}")

@@ -225,7 +225,20 @@ def test_measure_array_agrees_with_the_golden_trace():
     total = result["total"]
     assert total["dense_cycles"] == compile_network(model, SMALL).cycles.total
     assert 0 < total["step_skip_cycles"] <= total["dense_cycles"]
-    assert total["word_skip_cycles"] <= total["step_skip_cycles"] <= total["bitmap_skip_cycles"]
+    assert total["word_skip_cycles"] <= total["step_skip_cycles"] \
+        <= total["bitmap_skip_cycles"] <= total["bitmap4_skip_cycles"]
+    assert total["step_skip_cycles"] <= total["dual_read_skip_cycles"] < total["dense_cycles"]
+
+
+def test_kept_steps_bound_the_skip_rate():
+    act = sparsity.PassActivity(8, np.array([[0, 3, 8]]), np.array([[1, 5, 8]]),
+                                np.array([[0, 2, 4]]), np.array([11]), 96)
+    kept = {k: sparsity.kept_steps(act, k, True).tolist() for k in sparsity.SCHEMES}
+    assert kept == {"step": [[1, 3, 8]], "bitmap": [[1, 5, 8]], "bitmap4": [[2, 5, 8]],
+                    "dual_read": [[4, 4, 8]], "word": [[1, 2, 4]]}
+    assert sparsity.kept_steps(act, "dual_read", False).tolist() == [[8, 8, 8]]
+    with pytest.raises(ValueError, match="unknown scheme"):
+        sparsity.kept_steps(act, "magic", True)
 
 
 def test_golden_check_catches_a_wrong_value():
