@@ -10,55 +10,14 @@ import random
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
 
 from firmware.protocol import Command, decode_read, encode_segments
 from hw.config import ArrayConfig
-from hw.host_link import BYTE_LAST, CORE_STATUS
 from hw.status import Status
+from tb.echo_core import EchoCore, EchoNet
 from tb.session import Session, build
 
 CONFIG = ArrayConfig(name="link_echo", max_payload=64)
-
-
-class EchoCore(wiring.Component):
-    """Test stand-in: always ready, returns every token byte (with its `last`) as a result."""
-
-    load: In(stream.Signature(BYTE_LAST))
-    tokens: In(stream.Signature(BYTE_LAST))
-    results: Out(stream.Signature(BYTE_LAST))
-    status: Out(CORE_STATUS)
-    clear: In(1)
-
-    def elaborate(self, platform):
-        m = Module()
-        m.d.comb += [
-            self.load.ready.eq(1),
-            self.status.ready.eq(1),
-            self.status.busy.eq(self.tokens.valid),
-            self.results.payload.eq(self.tokens.payload),
-            self.results.valid.eq(self.tokens.valid),
-            self.tokens.ready.eq(self.results.ready),
-        ]
-        return m
-
-
-class EchoNet:
-    """Host-side codec of the echo core: an input comes back unchanged."""
-
-    def __init__(self, size):
-        self.size = size
-
-    def encode_input(self, image, trace=False):
-        return bytes(np.asarray(image, np.uint8))
-
-    def result_bytes(self, trace):
-        return self.size
-
-    def decode_result(self, payload, trace):
-        return np.frombuffer(payload, np.uint8).astype(np.int64), None
 
 
 @pytest.fixture(scope="module")
