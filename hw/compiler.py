@@ -29,7 +29,6 @@ overflow, and raises `DoesNotFit` naming the layer and the limit otherwise.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,7 +56,7 @@ class Pass:
     """One descriptor plus its reduction steps and parameters (before address assignment)."""
     layer: str
     desc: dict
-    steps: list  #: `isa.STEP_FIELDS` values: (col_off, row_off, w_off, shift, neg, pair, ...)
+    steps: list  #: `isa.Step`s
     params: list  #: (bias, threshold) per parameter entry
     weights: list = field(default_factory=list)  #: pe_rows-long integer lists
     #: dense lane-operations the pass performs usefully (conv/linear: Cout*Cin*k*k*P*T)
@@ -138,32 +137,24 @@ class CompiledNetwork:
 
     # ---- load image ------------------------------------------------------------------------
     def records(self) -> list[bytes]:
-        """Every load record in order, the commit record last."""
-        R = self.config.pe_rows
-        recs = []
-        g = self.globals
-        recs.append(bytes([isa.REC_GLOBAL]) + b"".join(
-            struct.pack("<i", g[f]) for f in isa.GLOBAL_FIELDS))
+        """Every load record in order, the commit record last (layouts in `hw/isa.py`)."""
+        recs = [isa.record(isa.REC_GLOBAL, isa.GLOBAL_LAYOUT.pack(self.globals))]
+        weight = isa.weight_layout(self.config.pe_rows)
+        entries = (
+            (isa.REC_WEIGHT, self.weights,
+             lambda word: weight.pack({f.name: w for f, w in zip(weight, word, strict=True)})),
+            (isa.REC_PARAM, self.params,
+             lambda p: isa.PARAM_LAYOUT.pack({"bias": p[0], "threshold": p[1]})),
+            (isa.REC_STEP, self.steps, lambda step: isa.pack_step(*step)))
         n = isa.MAX_RECORD_ENTRIES
-        for start in range(0, len(self.weights), n):
-            chunk = self.weights[start:start + n]
-            body = b"".join(bytes(w & 0xFF for w in word) for word in chunk)
-            assert all(len(word) == R for word in chunk)
-            recs.append(struct.pack("<BHB", isa.REC_WEIGHT, start, len(chunk)) + body)
-        for start in range(0, len(self.params), n):
-            chunk = self.params[start:start + n]
-            body = b"".join(struct.pack("<i", b) + (t & (2**48 - 1)).to_bytes(6, "little")
-                            for b, t in chunk)
-            recs.append(struct.pack("<BHB", isa.REC_PARAM, start, len(chunk)) + body)
-        for start in range(0, len(self.steps), n):
-            chunk = self.steps[start:start + n]
-            body = b"".join(isa.pack_step(*step) for step in chunk)
-            recs.append(struct.pack("<BHB", isa.REC_STEP, start, len(chunk)) + body)
+        for kind, items, pack in entries:
+            for start in range(0, len(items), n):
+                chunk = items[start:start + n]
+                recs.append(isa.record(kind, b"".join(map(pack, chunk)), addr=start,
+                                       count=len(chunk)))
         for index, p in enumerate(self.passes):
-            recs.append(struct.pack("<BH", isa.REC_DESC, index) + b"".join(
-                struct.pack("<i", p.desc[f]) for f in isa.DESC_FIELDS))
-        checksum = sum(sum(r) for r in recs) & 0xFFFF
-        recs.append(struct.pack("<BHHH", isa.REC_COMMIT, len(self.passes), len(recs), checksum))
+            recs.append(isa.record(isa.REC_DESC, isa.DESC_LAYOUT.pack(p.desc), index=index))
+        recs.append(isa.commit_record(len(self.passes), recs))
         return recs
 
     def load_chunks(self, max_bytes: int) -> list[bytes]:
@@ -179,29 +170,27 @@ class CompiledNetwork:
 
     def _split_records(self, max_bytes: int) -> list[bytes]:
         recs = self.records()
-        biggest = max(len(r) for r in recs if r[0] not in (isa.REC_WEIGHT, isa.REC_PARAM,
-                                                            isa.REC_STEP))
+        sizes = {isa.REC_WEIGHT: self.config.pe_rows, isa.REC_PARAM: isa.PARAM_BYTES,
+                 isa.REC_STEP: isa.STEP_BYTES}
+        biggest = max(len(r) for r in recs if r[0] not in sizes)
         if max_bytes < biggest:
             raise ValueError(f"max_bytes = {max_bytes} is below the largest fixed record "
                              f"({biggest} bytes)")
         out = []
-        sizes = {isa.REC_WEIGHT: self.config.pe_rows, isa.REC_PARAM: isa.PARAM_BYTES,
-                 isa.REC_STEP: isa.STEP_BYTES}
-        for rec in recs:
+        head = 1 + isa.ENTRIES_HEADER.nbytes
+        for rec in recs[:-1]:
             if len(rec) <= max_bytes or rec[0] not in sizes:
                 out.append(rec)
                 continue
-            kind, addr, count = struct.unpack("<BHB", rec[:4])
+            kind, header, body = isa.split_record(rec)
             size = sizes[kind]
-            per = max(1, (max_bytes - 4) // size)
-            for first in range(0, count, per):
-                n = min(per, count - first)
-                out.append(struct.pack("<BHB", kind, addr + first, n)
-                           + rec[4 + first * size:4 + (first + n) * size])
+            per = max(1, (max_bytes - head) // size)
+            for first in range(0, header["count"], per):
+                n = min(per, header["count"] - first)
+                out.append(isa.record(kind, body[first * size:(first + n) * size],
+                                      addr=header["addr"] + first, count=n))
         # The commit's record count and checksum describe the records as sent.
-        body = out[:-1]
-        checksum = sum(sum(r) for r in body) & 0xFFFF
-        out[-1] = struct.pack("<BHHH", isa.REC_COMMIT, len(self.passes), len(body), checksum)
+        out.append(isa.commit_record(len(self.passes), out))
         return out
 
     # ---- inputs and results ----------------------------------------------------------------
@@ -401,7 +390,7 @@ class _Builder:
 
     def add_pass(self, layer: Layer, desc: dict, steps, params, weights=(), useful=0,
                  dump=None, array_ops=0, in_planes=1):
-        steps = [tuple(s) + (0,) * (isa.STEP_FIELDS - len(s)) for s in steps]
+        steps = [isa.Step(*s) for s in steps]
         for step in steps:
             try:
                 entry = isa.pack_step(*step)
@@ -409,9 +398,9 @@ class _Builder:
                 self.fail(layer.name, f"a reduction step does not encode: {exc}")
             # What the gateware will hold must be what was meant (no field cut short).
             held = isa.decode_step(entry, self.cfg)
-            if (held["shift"], held["shift2"]) != (step[3], step[6] if self.cfg.paired_steps
-                                                   else 0):
-                self.fail(layer.name, f"step shift {step[3]}/{step[6]} beyond the array's "
+            if (held["shift"], held["shift2"]) != (step.shift, step.shift2
+                                                   if self.cfg.paired_steps else 0):
+                self.fail(layer.name, f"step shift {step.shift}/{step.shift2} beyond the array's "
                           f"{isa.SHIFT_BITS}-bit shift field")
         self.net.passes.append(Pass(layer.name, desc, steps, list(params),
                                     [list(w) for w in weights], useful, dump, array_ops,
@@ -589,8 +578,7 @@ class _Builder:
         K, S = isa.maxpool_chunk(self.C)
         Wo = out.shape[2]
         chunks = _ceil(Wo, K)
-        steps = [(ky * W + seg * self.C, 0, 0, ky | seg << 2, 0)
-                 for ky in range(3) for seg in range(S)]
+        steps = [isa.maxpool_step(ky, seg, W, self.C) for ky in range(3) for seg in range(S)]
         act = self.cfg.act_depth * self.C
         d = self.desc(op=isa.OP_MAXPOOL, groups=C, rgs=out.shape[1] // self.k, cts=chunks,
                       steps=len(steps), col_base=(src - W - 1) % act, col_g=band,

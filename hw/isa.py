@@ -22,6 +22,7 @@ operand's lane groups (`rot`, carried in the step's row offset).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 # ---- pass kinds and modes --------------------------------------------------------------------
 OP_ARRAY = 0  #: PE-array pass
@@ -68,22 +69,40 @@ GLOBAL_FIELDS = ("n_pixels", "pixel_bits", "T", "in_base", "in_plane", "pack")
 ROT_SHIFT = 24
 
 # ---- load records ----------------------------------------------------------------------------
-REC_WEIGHT = 0x57  #: 'W' addr u16, n u8, n words of pe_rows int8 weights
-REC_PARAM = 0x50  #: 'P' addr u16, n u8, n x (bias i32, threshold i48)
-REC_STEP = 0x53  #: 'S' addr u16, n u8, n x (col_off i32, row_off i32, w_off u16, shift|neg<<7,
-#: shift2|neg2<<4|pair<<7)
-REC_DESC = 0x44  #: 'D' index u16, then len(DESC_FIELDS) x i32
-REC_GLOBAL = 0x47  #: 'G' len(GLOBAL_FIELDS) x i32
-REC_COMMIT = 0x43  #: 'C' passes u16, records u16, checksum u16 (byte sum of the records)
+#: A record is its type byte, a header (`RECORD_HEADER`), then entries: `count` entries of the
+#: type's layout (weights, parameters, steps), the descriptor's fields, the global fields, or
+#: the commit's body. Every layout below is defined once, as fields (name, bit offset, width);
+#: the compiler packs with it, `pysim.hwref` and `pysim.cycles` decode with it and the load
+#: parser (`hw/load.py`) slices its shift register with it.
+REC_WEIGHT = 0x57  #: 'W' ENTRIES_HEADER, then count words of pe_rows int8 weights (`weight_layout`)
+REC_PARAM = 0x50  #: 'P' ENTRIES_HEADER, then count x PARAM_LAYOUT
+REC_STEP = 0x53  #: 'S' ENTRIES_HEADER, then count x STEP_LAYOUT
+REC_DESC = 0x44  #: 'D' DESC_HEADER, then DESC_LAYOUT (one FIELD_LAYOUT entry per field)
+REC_GLOBAL = 0x47  #: 'G' GLOBAL_LAYOUT (one FIELD_LAYOUT entry per field)
+REC_COMMIT = 0x43  #: 'C' COMMIT_LAYOUT; checksum = byte sum of the records before it
 
-PARAM_BYTES = 10
-STEP_BYTES = 12
-#: A reduction step: (col_off, row_off, w_off, shift, neg, pair, shift2, neg2). A *paired*
-#: step (rows all ones) also reads a second run through the row port at `row_off` (with the
-#: same taps, edge reads and masks as the column run) and adds `(-1)^neg2 * (w << shift2)`
-#: where its bits are set: two bit-planes of a multi-bit input, or two operands of an
-#: elementwise sum, in one cycle.
-STEP_FIELDS = 8
+class Step(NamedTuple):
+    """A reduction step as the compiler builds it (`pack_step` encodes it).
+
+    A *paired* step (rows all ones) also reads a second run through the row port at `row`
+    (with the same taps, edge reads and masks as the column run) and adds
+    `(-1)^neg2 * (w << shift2)` where its bits are set: two bit-planes of a multi-bit input, or
+    two operands of an elementwise sum, in one cycle. `row` carries the row operand's lane
+    rotation times 2^ROT_SHIFT (`pack_step` splits it into STEP_LAYOUT's `row` and `rot`).
+    """
+
+    col: int  #: column run offset (or the one-hot column)
+    row: int  #: row run offset | lane rotation << ROT_SHIFT
+    w: int  #: weight word offset
+    shift: int  #: weight shift (bit-plane)
+    neg: int  #: negate (sign plane)
+    pair: int = 0  #: paired step: a second operand through the row port
+    shift2: int = 0
+    neg2: int = 0
+
+
+STEP_TUPLE = Step._fields
+STEP_FIELDS = len(STEP_TUPLE)
 #: Bits of a step's weight shift: plane b of an integer operand of up to 32 bits shifts by b.
 SHIFT_BITS = 5
 
@@ -98,12 +117,17 @@ class BitField:
     width: int
     signed: bool = False
 
-    def check(self, value: int) -> int:
+    @property
+    def msb(self) -> int:
+        """One past the field's highest bit (`entry[lsb:msb]` slices it)."""
+        return self.lsb + self.width
+
+    def check(self, value: int, what: str = "field") -> int:
         """`value` as the field's raw bits; ValueError when it does not fit."""
         lo, hi = ((-(1 << (self.width - 1)), (1 << (self.width - 1)) - 1) if self.signed
                   else (0, (1 << self.width) - 1))
         if not lo <= value <= hi:
-            raise ValueError(f"step field {self.name} = {value} does not fit its {self.width} "
+            raise ValueError(f"{what} {self.name} = {value} does not fit its {self.width} "
                              f"bits ({lo} .. {hi})")
         return value & ((1 << self.width) - 1)
 
@@ -113,12 +137,77 @@ class BitField:
         return raw - (1 << self.width) if self.signed and raw >> (self.width - 1) else raw
 
 
+@dataclass(frozen=True)
+class Layout:
+    """A record entry of `nbytes` little-endian bytes made of `fields` (no two overlap).
+    Iterates over its fields; `layout["name"]` is one of them."""
+
+    name: str
+    fields: tuple
+    nbytes: int
+
+    def __post_init__(self):
+        used = 0
+        for f in self.fields:
+            mask = ((1 << f.width) - 1) << f.lsb
+            assert not used & mask, f"{self.name}: field {f.name} overlaps another"
+            assert f.msb <= 8 * self.nbytes, f"{self.name}: field {f.name} beyond the entry"
+            used |= mask
+
+    def __iter__(self):
+        return iter(self.fields)
+
+    def __len__(self):
+        return len(self.fields)
+
+    def __getitem__(self, name: str) -> BitField:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(f"{self.name} has no field {name!r}")
+
+    @property
+    def names(self) -> tuple:
+        return tuple(f.name for f in self.fields)
+
+    def pack(self, values: dict) -> bytes:
+        """The entry holding `values` (one per field); ValueError when one does not fit."""
+        entry = 0
+        for f in self.fields:
+            entry |= f.check(int(values[f.name]), f"{self.name} field") << f.lsb
+        return entry.to_bytes(self.nbytes, "little")
+
+    def unpack(self, entry: bytes) -> dict:
+        """Every field's value in `entry` (`nbytes` bytes)."""
+        if len(entry) != self.nbytes:
+            raise ValueError(f"{self.name}: {len(entry)} bytes, expected {self.nbytes}")
+        value = int.from_bytes(entry, "little")
+        return {f.name: f.get(value) for f in self.fields}
+
+
+def _words(name: str, names, bits: int = 32) -> Layout:
+    """A layout of `bits`-bit signed fields one after another."""
+    return Layout(name, tuple(BitField(n, bits * i, bits, signed=True)
+                              for i, n in enumerate(names)), bits // 8 * len(names))
+
+
+#: Header of a weight, parameter or step record: the first memory address, the entry count.
+ENTRIES_HEADER = Layout("record header", (BitField("addr", 0, 16), BitField("count", 16, 8)), 3)
+#: Header of a descriptor record: the pass's index.
+DESC_HEADER = Layout("descriptor header", (BitField("index", 0, 16),), 2)
+NO_HEADER = Layout("no header", (), 0)
+RECORD_HEADER = {REC_WEIGHT: ENTRIES_HEADER, REC_PARAM: ENTRIES_HEADER,
+                 REC_STEP: ENTRIES_HEADER, REC_DESC: DESC_HEADER, REC_GLOBAL: NO_HEADER,
+                 REC_COMMIT: NO_HEADER}
+#: A parameter entry: the drain's bias and (LIF) threshold of one output row.
+PARAM_LAYOUT = Layout("parameter", (BitField("bias", 0, 32, signed=True),
+                                    BitField("threshold", 32, 48, signed=True)), 10)
 #: The one definition of a step entry's bits. The compiler packs with it (`pack_step`), the
 #: gateware slices its load parser's shift register with it, and `pysim.hwref` decodes the
 #: packed load image with it (`decode_step`), so an encoding fault cannot hide in one place.
 #: The row offset and its lane rotation share the second 32-bit word (rotation in bits
 #: `ROT_SHIFT` up, as the compiler computes `row_off | rot << ROT_SHIFT`).
-STEP_LAYOUT = (
+STEP_LAYOUT = Layout("step", (
     BitField("col", 0, 32, signed=True),
     BitField("row", 32, 24, signed=True),
     BitField("rot", 56, 8),
@@ -128,24 +217,61 @@ STEP_LAYOUT = (
     BitField("shift2", 88, SHIFT_BITS),
     BitField("neg2", 93, 1),
     BitField("pair", 95, 1),
-)
+), 12)
 STEP_FIELD = {f.name: f for f in STEP_LAYOUT}
-assert all(f.lsb + f.width <= 8 * 12 for f in STEP_LAYOUT)
+#: Descriptor and global records: 32-bit signed fields in load order (`DESC_FIELDS`,
+#: `GLOBAL_FIELDS`); the load parser takes one field per FIELD_LAYOUT entry.
+FIELD_LAYOUT = Layout("field", (BitField("value", 0, 32, signed=True),), 4)
+DESC_LAYOUT = _words("descriptor", DESC_FIELDS)
+GLOBAL_LAYOUT = _words("global record", GLOBAL_FIELDS)
+#: The commit record: passes, records before it, their byte-sum checksum (mod 2^16).
+COMMIT_LAYOUT = Layout("commit", (BitField("passes", 0, 16), BitField("records", 16, 16),
+                                  BitField("checksum", 32, 16)), 6)
+
+
+def weight_layout(pe_rows: int) -> Layout:
+    """A weight entry: one signed byte per PE row (`w0` for row 0); the array keeps the low
+    `weight_bits` bits of each."""
+    return Layout("weight", tuple(BitField(f"w{r}", 8 * r, 8, signed=True)
+                                  for r in range(pe_rows)), pe_rows)
+
+
+PARAM_BYTES = PARAM_LAYOUT.nbytes
+STEP_BYTES = STEP_LAYOUT.nbytes
+DESC_BYTES = DESC_LAYOUT.nbytes
+GLOBAL_BYTES = GLOBAL_LAYOUT.nbytes
+COMMIT_BYTES = COMMIT_LAYOUT.nbytes
+#: Largest count of entries in one weight/param/step record.
+MAX_RECORD_ENTRIES = (1 << ENTRIES_HEADER["count"].width) - 1
+
+
+def record(kind: int, body: bytes = b"", **header) -> bytes:
+    """A whole record: the type byte, `RECORD_HEADER[kind]` holding `header`, then `body`."""
+    return bytes([kind]) + RECORD_HEADER[kind].pack(header) + body
+
+
+def split_record(rec: bytes) -> tuple[int, dict, bytes]:
+    """(type, header fields, body) of a record; KeyError for an unknown type."""
+    header = RECORD_HEADER[rec[0]]
+    return rec[0], header.unpack(rec[1:1 + header.nbytes]), rec[1 + header.nbytes:]
+
+
+def commit_record(passes: int, records: list) -> bytes:
+    """The commit record after `records` (every record before it, as sent)."""
+    checksum = sum(sum(r) for r in records) & 0xFFFF
+    return record(REC_COMMIT, COMMIT_LAYOUT.pack(
+        {"passes": passes, "records": len(records), "checksum": checksum}))
 
 
 def pack_step(col: int, row: int, w: int, shift: int, neg: int, pair: int, shift2: int,
               neg2: int) -> bytes:
-    """One step entry (`STEP_BYTES`) from the compiler's step tuple: `row` is the row offset
-    (-2^23 .. 2^23 - 1) plus the lane rotation times 2^`ROT_SHIFT`. ValueError when a value
-    does not fit its field."""
+    """One step entry (`STEP_BYTES`) from the compiler's step tuple (`STEP_TUPLE`): `row` is
+    the row offset (-2^23 .. 2^23 - 1) plus the lane rotation times 2^`ROT_SHIFT`.
+    ValueError when a value does not fit its field."""
     rot = (row + (1 << (ROT_SHIFT - 1))) >> ROT_SHIFT
-    values = {"col": col, "row": row - (rot << ROT_SHIFT), "rot": rot,
-              "w": w, "shift": shift, "neg": neg, "shift2": shift2, "neg2": neg2,
-              "pair": pair}
-    entry = 0
-    for f in STEP_LAYOUT:
-        entry |= f.check(values[f.name]) << f.lsb
-    return entry.to_bytes(STEP_BYTES, "little")
+    return STEP_LAYOUT.pack({"col": col, "row": row - (rot << ROT_SHIFT), "rot": rot,
+                             "w": w, "shift": shift, "neg": neg, "shift2": shift2,
+                             "neg2": neg2, "pair": pair})
 
 
 def step_bits(config) -> dict:
@@ -177,11 +303,6 @@ def step_supported(entry: bytes, config) -> bool:
     if not config.paired_steps and STEP_FIELD["pair"].get(value):
         return False
     return config.lane_packing or not STEP_FIELD["rot"].get(value)
-DESC_BYTES = 4 * len(DESC_FIELDS)
-GLOBAL_BYTES = 4 * len(GLOBAL_FIELDS)
-COMMIT_BYTES = 6
-#: Largest count of entries in one weight/param/step record.
-MAX_RECORD_ENTRIES = 255
 
 
 def maxpool_chunk(pe_cols: int) -> tuple[int, int]:
@@ -189,6 +310,18 @@ def maxpool_chunk(pe_cols: int) -> tuple[int, int]:
     `pe_cols` words covers the 2k + 1 input columns of k outputs of a 3x3/2 window."""
     k = max(1, (pe_cols - 1) // 2)
     return k, -(-(2 * k + 1) // pe_cols)
+
+
+def maxpool_step(ky: int, segment: int, width: int, pe_cols: int) -> Step:
+    """The max-pool step that reads run `segment` of window row `ky` (`OP_MAXPOOL`): the
+    window row and segment ride in the shift field (`ky | segment << 2`), the column offset
+    is `ky * width + segment * pe_cols` from the chunk's first input column."""
+    return Step(ky * width + segment * pe_cols, 0, 0, ky | segment << 2, 0)
+
+
+def maxpool_window(shift):
+    """(window row, run segment) of a max-pool step's shift field (ints or arrays)."""
+    return shift & 3, shift >> 2
 
 
 def word_bytes(lanes: int) -> int:

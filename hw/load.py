@@ -84,12 +84,19 @@ class LoadParser(wiring.Component):
         ld = self.load
         rtype = Signal(8)
         idx = Signal(3)  # byte index within the record body (saturates: only 0 .. 5 matter)
+        assert max(isa.COMMIT_BYTES, *(h.nbytes for h in isa.RECORD_HEADER.values())) < 7
+        # Descriptor and global records: one FIELD_LAYOUT entry per field, in order.
+        assert all(f.lsb == 8 * isa.FIELD_LAYOUT.nbytes * i and f.width == 32
+                   for layout in (isa.DESC_LAYOUT, isa.GLOBAL_LAYOUT)
+                   for i, f in enumerate(layout))
+        weight_layout = isa.weight_layout(R)
         ent = Signal(8)  # byte index within the current entry
         nent = Signal(8)  # entries completed (a record holds at most 255)
-        count = Signal(8)
-        base = Signal(16)
+        count = Signal(isa.ENTRIES_HEADER["count"].width)
+        base = Signal(max(isa.ENTRIES_HEADER["addr"].width, isa.DESC_HEADER["index"].width))
         prog_row = Signal(range(cfg.program_depth * NW + 1))  # first word of the descriptor
-        SRW = max(96, 8 * R)  # the widest entry: a step (12 bytes) or a weight word (R bytes)
+        # The widest entry: a step or a weight word (R bytes).
+        SRW = 8 * max(isa.STEP_BYTES, isa.PARAM_BYTES, isa.COMMIT_BYTES, R)
         sr = Signal(SRW)
         records = Signal(16)
         checksum = Signal(16)
@@ -100,19 +107,18 @@ class LoadParser(wiring.Component):
         byte = ld.payload.data
         sr_next = Cat(sr[8:], byte)  # little-endian assembly, newest byte at the top
         entry_size = Signal(8)
-        with m.Switch(rtype):
-            with m.Case(isa.REC_WEIGHT):
-                m.d.comb += entry_size.eq(R)
-            with m.Case(isa.REC_PARAM):
-                m.d.comb += entry_size.eq(isa.PARAM_BYTES)
-            with m.Case(isa.REC_STEP):
-                m.d.comb += entry_size.eq(isa.STEP_BYTES)
-            with m.Default():
-                m.d.comb += entry_size.eq(4)
         header = Signal(8)
-        m.d.comb += header.eq(Mux(rtype == isa.REC_DESC, 2,
-                                  Mux(rtype.matches(isa.REC_WEIGHT, isa.REC_PARAM,
-                                                    isa.REC_STEP), 3, 0)))
+        with m.Switch(rtype):
+            for kind, layout in ((isa.REC_WEIGHT, weight_layout), (isa.REC_PARAM,
+                                 isa.PARAM_LAYOUT), (isa.REC_STEP, isa.STEP_LAYOUT)):
+                with m.Case(kind):
+                    m.d.comb += entry_size.eq(layout.nbytes)
+            with m.Default():
+                m.d.comb += entry_size.eq(isa.FIELD_LAYOUT.nbytes)
+        with m.Switch(rtype):
+            for kind, layout in isa.RECORD_HEADER.items():
+                with m.Case(kind):
+                    m.d.comb += header.eq(layout.nbytes)
 
         limits = isa.field_limits(cfg)
         out_of_range = Signal()  # the entry completing now holds a field outside `limits`
@@ -125,9 +131,13 @@ class LoadParser(wiring.Component):
         def entry_word(size):
             return sr_next[SRW - 8 * size:]
 
+        def sliced(word, field, width=None):
+            """Bits of `field` (an `isa.BitField`) in `word`, the low `width` of them."""
+            return word[field.lsb:field.lsb + (field.width if width is None else width)]
+
         # Range check of the 32-bit field completing at this byte (descriptor or global
         # record), against `isa.field_limits`; decoded once, outside the parser's branches.
-        field = entry_word(4)[:32]
+        field = sliced(entry_word(isa.FIELD_LAYOUT.nbytes), isa.FIELD_LAYOUT["value"])
         # Each distinct (lowest, highest) pair is checked once, on the bits its limit needs
         # (the rest must be zero; a limit of exactly 2^k needs no comparator), and the field
         # number picks the verdict: no 32-bit comparators, few carry chains.
@@ -172,9 +182,9 @@ class LoadParser(wiring.Component):
         # lane rotation without lane packing.
         step_word = entry_word(isa.STEP_BYTES)
         unsupported = Const(0, 1)
+
         def step_field(name):
-            f = isa.STEP_FIELD[name]
-            return step_word[f.lsb:f.lsb + f.width]
+            return sliced(step_word, isa.STEP_LAYOUT[name])
 
         if not PAIRED:
             unsupported = unsupported | step_field("pair")
@@ -200,14 +210,17 @@ class LoadParser(wiring.Component):
                 with m.If(rtype != isa.REC_COMMIT):
                     m.d.sync += checksum.eq(checksum + byte)
                 with m.If(idx < header):
-                    # addr u16 (or descriptor index u16), then count u8
-                    with m.If(idx == 0):
-                        m.d.sync += base.eq(byte)
-                    with m.Elif(idx == 1):
-                        m.d.sync += base.eq(Cat(base[:8], byte))
-                    with m.Else():
-                        m.d.sync += count.eq(byte)
+                    # The header (`isa.RECORD_HEADER`) is whole in the shift register at its
+                    # last byte: a weight, parameter or step record's first address and entry
+                    # count, or a descriptor's index.
                     with m.If(idx == header - 1):
+                        entries = entry_word(isa.ENTRIES_HEADER.nbytes)
+                        first = sliced(entries, isa.ENTRIES_HEADER["addr"])
+                        n_entries = sliced(entries, isa.ENTRIES_HEADER["count"])
+                        index = sliced(entry_word(isa.DESC_HEADER.nbytes),
+                                       isa.DESC_HEADER["index"])
+                        m.d.sync += [base.eq(Mux(rtype == isa.REC_DESC, index, first)),
+                                     count.eq(n_entries)]
                         limit = Signal(17)
                         with m.Switch(rtype):
                             with m.Case(isa.REC_WEIGHT):
@@ -218,10 +231,9 @@ class LoadParser(wiring.Component):
                                 m.d.comb += limit.eq(cfg.step_depth)
                             with m.Default():
                                 m.d.comb += limit.eq(cfg.program_depth)
-                        index = Cat(base[:8], byte)
-                        last_addr = Mux(rtype == isa.REC_DESC, index + 1, base + byte)
+                        last_addr = Mux(rtype == isa.REC_DESC, index + 1, first + n_entries)
                         m.d.sync += prog_row.eq(times_const(index, NW))
-                        with m.If((rtype != isa.REC_DESC) & (byte == 0)):
+                        with m.If((rtype != isa.REC_DESC) & (n_entries == 0)):
                             m.d.sync += fail(Status.BAD_RECORD)
                         with m.Elif(last_addr > limit):
                             m.d.sync += fail(Status.DOES_NOT_FIT)
@@ -235,15 +247,17 @@ class LoadParser(wiring.Component):
                         addr = base + nent
                         with m.Switch(rtype):
                             with m.Case(isa.REC_WEIGHT):
-                                word = entry_word(R)
+                                word = entry_word(weight_layout.nbytes)
                                 m.d.comb += [self.weight.addr.eq(addr), self.weight.en.eq(1),
-                                             self.weight.data.eq(Cat(*[word[8 * r:8 * r + WB]
-                                                                       for r in range(R)]))]
+                                             self.weight.data.eq(Cat(*[sliced(word, f, WB)
+                                                                       for f in weight_layout]))]
                                 m.d.comb += done.eq(nent + 1 == count)
                             with m.Case(isa.REC_PARAM):
                                 word = entry_word(isa.PARAM_BYTES)
+                                bias = sliced(word, isa.PARAM_LAYOUT["bias"], A)
+                                thr = sliced(word, isa.PARAM_LAYOUT["threshold"], M)
                                 m.d.comb += [self.param.addr.eq(addr), self.param.en.eq(1),
-                                             self.param.data.eq(Cat(word[:A], word[32:32 + M]))]
+                                             self.param.data.eq(Cat(bias, thr))]
                                 m.d.comb += done.eq(nent + 1 == count)
                             with m.Case(isa.REC_STEP):
                                 m.d.comb += [self.step.addr.eq(addr), self.step.en.eq(1),
@@ -252,21 +266,16 @@ class LoadParser(wiring.Component):
                                                  for name, width in step_fields.items()]))]
                                 m.d.comb += done.eq(nent + 1 == count)
                             with m.Case(isa.REC_DESC):
-                                word = entry_word(4)
                                 m.d.comb += [self.program.addr.eq(prog_row + nent[FPB:]),
                                              self.program.en.eq(1 << nent[:FPB]),
-                                             self.program.data.eq(Cat(*[word[:FW]] * FPW))]
+                                             self.program.data.eq(Cat(*[field[:FW]] * FPW))]
                                 m.d.comb += done.eq(nent + 1 == NF)
                             with m.Case(isa.REC_GLOBAL):
-                                word = entry_word(4)
                                 with m.Switch(nent):
-                                    for i, (_, sig) in enumerate(zip(
-                                            isa.GLOBAL_FIELDS,
-                                            (g.n_pixels, g.pixel_bits, g.T, g.in_base,
-                                             g.in_plane, g.pack),
-                                            strict=True)):
+                                    for i, name in enumerate(isa.GLOBAL_FIELDS):
+                                        sig = getattr(g, name)
                                         with m.Case(i):
-                                            m.d.sync += sig.eq(word[:len(sig)])
+                                            m.d.sync += sig.eq(field[:len(sig)])
                                 m.d.comb += done.eq(nent + 1 == len(isa.GLOBAL_FIELDS))
                             with m.Case(isa.REC_COMMIT):
                                 pass
@@ -275,10 +284,13 @@ class LoadParser(wiring.Component):
                         m.d.sync += fail(Status.DOES_NOT_FIT)
                     with m.Elif(rtype == isa.REC_COMMIT):
                         with m.If(idx == isa.COMMIT_BYTES - 1):
-                            word = sr_next[SRW - 48:]
-                            ok = (~bad & (word[16:32] == records) & (word[32:48] == checksum)
-                                  & (word[:16] != 0) & (word[:16] <= cfg.program_depth))
-                            m.d.sync += [self.n_passes.eq(word[:16]), self.ready.eq(ok),
+                            word = entry_word(isa.COMMIT_BYTES)
+                            passes = sliced(word, isa.COMMIT_LAYOUT["passes"])
+                            ok = (~bad
+                                  & (sliced(word, isa.COMMIT_LAYOUT["records"]) == records)
+                                  & (sliced(word, isa.COMMIT_LAYOUT["checksum"]) == checksum)
+                                  & (passes != 0) & (passes <= cfg.program_depth))
+                            m.d.sync += [self.n_passes.eq(passes), self.ready.eq(ok),
                                          bad.eq(0),
                                          records.eq(0), checksum.eq(0), in_body.eq(0)]
                             with m.If(~ok & ~bad):  # after a failed record, keep its code

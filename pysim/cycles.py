@@ -268,13 +268,13 @@ def cycle_report(net) -> CycleReport:
     """Cycles of one inference of compiled network `net` (trace off, results always ready)."""
     cfg = net.config
     g = net.globals
-    unpack = 1 + g["n_pixels"] // g["pack"] * (g["pack"] + g["pixel_bits"])
+    unpack = 1 + -(-g["n_pixels"] // g["pack"]) * (g["pack"] + g["pixel_bits"])
     passes = []
     for p in net.passes:
         c = pass_cycles(cfg, p.desc)
         kind = "maxpool" if p.desc["op"] == isa.OP_MAXPOOL else {
             isa.OUT_HEAD: "head"}.get(p.desc["out_mode"], "array")
-        operands = 2 if any(step[5] for step in p.steps) else 1
+        operands = 2 if any(step.pair for step in p.steps) else 1
         passes.append(PassCycles(p.layer, kind, c, p.useful,
                                  p.useful / (cfg.total_lanes * c), p.array_ops, p.in_planes,
                                  p.desc, operands))

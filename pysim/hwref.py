@@ -129,34 +129,33 @@ def decode_image(records, config) -> LoadImage:
     params = np.zeros((cfg.param_depth, 2), np.int64)
     steps = np.zeros((cfg.step_depth, isa.STEP_FIELDS), np.int64)
     descs, glob = {}, {}
-    order = ("col", "row", "w", "shift", "neg", "pair", "shift2", "neg2")
+    entry_layout = {isa.REC_WEIGHT: isa.weight_layout(R), isa.REC_PARAM: isa.PARAM_LAYOUT,
+                    isa.REC_STEP: isa.STEP_LAYOUT}
+
+    def registers(fields: dict) -> dict:
+        return {name: value & ((1 << bits[name]) - 1) for name, value in fields.items()}
+
     for rec in records:
-        kind = rec[0]
+        kind, header, body = isa.split_record(rec)
         if kind == isa.REC_GLOBAL:
-            for i, name in enumerate(isa.GLOBAL_FIELDS):
-                value = int.from_bytes(rec[1 + 4 * i:5 + 4 * i], "little")
-                glob[name] = value & ((1 << bits[name]) - 1)
+            glob = registers(isa.GLOBAL_LAYOUT.unpack(body))
         elif kind == isa.REC_DESC:
-            index = int.from_bytes(rec[1:3], "little")
-            descs[index] = {
-                name: int.from_bytes(rec[3 + 4 * i:7 + 4 * i], "little") & ((1 << bits[name]) - 1)
-                for i, name in enumerate(isa.DESC_FIELDS)}
-        elif kind in (isa.REC_WEIGHT, isa.REC_PARAM, isa.REC_STEP):
-            addr, count = int.from_bytes(rec[1:3], "little"), rec[3]
-            size = {isa.REC_WEIGHT: R, isa.REC_PARAM: isa.PARAM_BYTES,
-                    isa.REC_STEP: isa.STEP_BYTES}[kind]
-            for n in range(count):
-                entry = rec[4 + n * size:4 + (n + 1) * size]
+            descs[header["index"]] = registers(isa.DESC_LAYOUT.unpack(body))
+        elif kind in entry_layout:
+            layout = entry_layout[kind]
+            for n in range(header["count"]):
+                entry = body[n * layout.nbytes:(n + 1) * layout.nbytes]
+                addr = header["addr"] + n
                 if kind == isa.REC_WEIGHT:
-                    weights[addr + n] = _signed(np.frombuffer(entry, np.uint8), WB)
+                    weights[addr] = _signed(list(layout.unpack(entry).values()), WB)
                 elif kind == isa.REC_PARAM:
-                    value = int.from_bytes(entry, "little")
-                    params[addr + n] = (_signed(value, cfg.acc_bits),
-                                        _signed(value >> 32, cfg.membrane_bits))
+                    p = layout.unpack(entry)
+                    params[addr] = (_signed(p["bias"], cfg.acc_bits),
+                                    _signed(p["threshold"], cfg.membrane_bits))
                 else:
                     step = isa.decode_step(entry, cfg)
-                    row = step["row"] | step["rot"] << isa.ROT_SHIFT
-                    steps[addr + n] = [row if name == "row" else step[name] for name in order]
+                    step["row"] |= step["rot"] << isa.ROT_SHIFT
+                    steps[addr] = [step[name] for name in isa.STEP_TUPLE]
     passes = [descs[i] for i in range(len(descs))]
     return LoadImage(glob, weights, params, steps, passes)
 
@@ -223,7 +222,8 @@ class Executor:
         K, S = isa.maxpool_chunk(C)
         size = self.mem.shape[1]
         st = self.steps[d["step_base"]:d["step_base"] + d["steps"]]
-        ky, seg = st[:, 3] & 3, st[:, 3] >> 2
+        st = isa.Step(*st.T)  # one array per step field
+        ky, seg = isa.maxpool_window(st.shift)
         j = seg[:, None] * C + np.arange(C)[None, :]  # run word j = input column 2 ox0 - 1 + j
         for g in range(d["groups"]):
             for rg in range(d["rgs"]):
@@ -237,7 +237,7 @@ class Executor:
                     last = ct == d["cts"] - 1
                     ok = rowok[:, None] & ~((ct == 0) & (j == 0)) & ~(
                         last & bool(d["mp_odd"] & 2) & (j == 2 * d["mp_last"]))
-                    addr = col_t + st[:, 0][:, None] + np.arange(C)[None, :]
+                    addr = col_t + st.col[:, None] + np.arange(C)[None, :]
                     addr = addr + np.where(top, d["band"], 0)[:, None]
                     words = self.mem[:, addr % size] & self.valid  # the used lanes only
                     words = np.where(top[:, None], (words << self.T) & self.valid, words)
@@ -256,17 +256,18 @@ class Executor:
         taps, W = d["taps"], d["width"]
         # Expand steps x taps (tap fastest), as the sequencer issues them.
         ky, kx = (np.divmod(np.arange(9), 3) if taps == 9 else (np.ones(1, int), np.ones(1, int)))
-        col_off = np.repeat(st[:, 0], taps)
-        row_off = np.repeat(st[:, 1] & ((1 << isa.ROT_SHIFT) - 1), taps)
-        rot = np.repeat(st[:, 1] >> isa.ROT_SHIFT, taps)
-        w_off = (st[:, 2][:, None] + np.arange(taps)[None, :]).reshape(-1)
-        shift = np.repeat(st[:, 3], taps)
-        neg = np.repeat(st[:, 4], taps)
+        n_steps, st = len(st), isa.Step(*st.T)  # one array per step field
+        col_off = np.repeat(st.col, taps)
+        row_off = np.repeat(st.row & ((1 << isa.ROT_SHIFT) - 1), taps)
+        rot = np.repeat(st.row >> isa.ROT_SHIFT, taps)
+        w_off = (st.w[:, None] + np.arange(taps)[None, :]).reshape(-1)
+        shift = np.repeat(st.shift, taps)
+        neg = np.repeat(st.neg, taps)
         # Paired steps (rows all ones only): port B reads the second operand's run.
-        pair = np.repeat(st[:, 5], taps) * int(d["row_mode"] == isa.ROW_ONES)
-        sign2 = pair * (np.where(np.repeat(st[:, 7], taps) == 1, -1, 1)
-                        << np.repeat(st[:, 6], taps))
-        ky, kx = np.tile(ky, len(st)), np.tile(kx, len(st))
+        pair = np.repeat(st.pair, taps) * int(d["row_mode"] == isa.ROW_ONES)
+        sign2 = pair * (np.where(np.repeat(st.neg2, taps) == 1, -1, 1)
+                        << np.repeat(st.shift2, taps))
+        ky, kx = np.tile(ky, n_steps), np.tile(kx, n_steps)
         tap = (ky - 1) * W + (kx - 1)
         sign = np.where(neg == 1, -1, 1) << shift
         used = min(L, self.pack * self.T)
@@ -282,7 +283,7 @@ class Executor:
                     valid = pos < d["cols"]
                     wsel = self.weights[(w_t + w_off) % cfg.weight_depth]
                     weights = wsel * sign[:, None]
-                    mask = np.broadcast_to(valid, (len(st) * taps, C))
+                    mask = np.broadcast_to(valid, (n_steps * taps, C))
                     if d["pad"]:
                         x = pos & (W - 1)
                         mask = mask & ~((kx[:, None] == 0) & (x[None, :] == 0)) \
