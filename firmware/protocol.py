@@ -18,6 +18,8 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
+from amaranth.lib.crc import catalog
+
 from hw.status import Status
 
 SOF = 0xA5
@@ -27,6 +29,10 @@ OVERHEAD = HEADER_BYTES + 2  #: header plus the CRC
 SEGMENT_MORE = 0x8000  #: INFER segment header bit: the input continues in the next segment
 SEGMENT_MAX = 0x7FFF  #: largest segment (bytes) one header can describe
 LINK_VERSION = 1
+#: The frame CRC, CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, no final XOR),
+#: one definition for the host (`Parameters.compute`) and the gateware (`LINK_CRC.create()`,
+#: an `amaranth.lib.crc.Processor`). Its residue is 0: the CRC over a frame and its CRC is 0.
+LINK_CRC = catalog.CRC16_CCITT_FALSE(data_width=8)
 
 STATUS_FORMAT = "<BBBHHIIHHH"  #: layout of a STATUS response payload
 STATUS_BYTES = struct.calcsize(STATUS_FORMAT)
@@ -44,14 +50,9 @@ class ProtocolError(Exception):
     """The byte stream from the device does not parse as a frame (host side)."""
 
 
-def crc16(data: bytes, crc: int = 0xFFFF) -> int:
-    """CRC-16/CCITT-FALSE of `data` (check value of b"123456789" is 0x29B1)."""
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
-            crc &= 0xFFFF
-    return crc
+def crc16(data: bytes) -> int:
+    """CRC-16/CCITT-FALSE of `data` (`LINK_CRC`; check value of b"123456789" is 0x29B1)."""
+    return LINK_CRC.compute(data)
 
 
 def encode_frame(cmd: int, payload: bytes = b"") -> bytes:

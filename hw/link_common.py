@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -58,35 +57,3 @@ QUEUE_WRITE = wiring.Signature({
     "commit": Out(1), "rollback": Out(1),
     "free": In(16),  #: bytes free in the queue (committed entries count as used)
 })
-
-
-def _crc16_terms() -> list[tuple[list[int], list[int]]]:
-    """For each CRC bit after one byte: the old CRC bits and byte bits it is the XOR of."""
-    # Run the bit-serial CRC on sets of symbols (XOR is symmetric difference), so the gateware
-    # gets one flat XOR per bit instead of eight nested shift steps.
-    crc = [frozenset([("c", i)]) for i in range(16)]
-    for i in range(8):
-        crc[8 + i] = crc[8 + i] ^ {("b", i)}
-    for _ in range(8):
-        top = crc[15]
-        crc = [frozenset()] + crc[:15]
-        for bit in range(16):
-            if 0x1021 >> bit & 1:
-                crc[bit] = crc[bit] ^ top
-    return [(sorted(i for k, i in bit if k == "c"), sorted(i for k, i in bit if k == "b"))
-            for bit in crc]
-
-
-_CRC16_TERMS = _crc16_terms()
-
-
-def crc16_byte(crc, byte):
-    """One byte of CRC-16/CCITT-FALSE as logic: 16 XOR trees of at most 10 inputs each."""
-    bits = []
-    for crc_bits, byte_bits in _CRC16_TERMS:
-        terms = [crc[i] for i in crc_bits] + [byte[i] for i in byte_bits]
-        value = terms[0]
-        for term in terms[1:]:
-            value = value ^ term
-        bits.append(value)
-    return Cat(*bits)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Module, ResetInserter, Signal
 from amaranth.lib import enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from firmware.protocol import SOF, Command
-from hw.link_common import QUEUE_WRITE, REQUEST, crc16_byte
+from firmware.protocol import LINK_CRC, SOF, Command
+from hw.link_common import QUEUE_WRITE, REQUEST
 from hw.status import Status
 
 
@@ -47,8 +47,8 @@ class FrameDecoder(wiring.Component):
 
     Latency: `request` is valid 2 cycles after the last CRC byte was taken (1 after a rejected
     length, `timeout_cycles` after the last byte of a stalled frame). Throughput: one byte per
-    cycle. Cost: one CRC-16 byte unit (16 XOR trees, 16 flip-flops), a timeout counter of
-    log2(`timeout_cycles`) bits, the length/remaining/segment counters and the request
+    cycle. Cost: one `amaranth.lib.crc.Processor` (16 XOR trees, 16 flip-flops), a timeout
+    counter of log2(`timeout_cycles`) bits, the length/remaining/segment counters and the request
     register (about 110 flip-flops).
     """
 
@@ -68,8 +68,10 @@ class FrameDecoder(wiring.Component):
         byte = rx.payload
         req = request.payload  # a register: driven on the clock only
         state = Signal(DecoderState)
-        crc = Signal(16)
-        crc_next = crc16_byte(crc, byte)
+        # The CRC restarts while hunting (a synchronous reset: the flip-flops' own set/reset
+        # pins, where `start` would put a multiplexer in front of every XOR tree).
+        crc = LINK_CRC.create()
+        m.submodules.crc = ResetInserter(state == DecoderState.HUNT)(crc)
         length = Signal(16)
         remaining = Signal(range(self.max_payload + 1))
         space_ok = Signal()  # the queue has room for the whole payload
@@ -89,15 +91,12 @@ class FrameDecoder(wiring.Component):
             queue.data.eq(byte),
             queue.tokens.eq(is_infer),
         ]
-        take = rx.valid & rx.ready
-        with m.If(take):
-            m.d.sync += crc.eq(crc_next)
+        m.d.comb += [crc.data.eq(byte), crc.valid.eq(rx.valid & in_frame)]
 
         with m.Switch(state):
             with m.Case(DecoderState.HUNT):
                 with m.If(rx.valid & (byte == SOF)):
-                    m.d.sync += [crc.eq(0xFFFF), seg_state.eq(SegmentState.HEADER_LO),
-                                 seg_bad.eq(0)]
+                    m.d.sync += [seg_state.eq(SegmentState.HEADER_LO), seg_bad.eq(0)]
                     m.d.sync += state.eq(DecoderState.CMD)
             with m.Case(DecoderState.CMD):
                 with m.If(rx.valid):
@@ -148,7 +147,7 @@ class FrameDecoder(wiring.Component):
                 known = Signal()
                 m.d.comb += known.eq(req.cmd.matches(*(int(c) for c in Command)))
                 accept = Signal()
-                with m.If(crc != 0):
+                with m.If(~crc.match_detected):
                     m.d.sync += req.verdict.eq(Status.BAD_CRC)
                 with m.Elif(~known):
                     m.d.sync += req.verdict.eq(Status.UNKNOWN_COMMAND)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Signal
+from amaranth.hdl import Cat, Const, Module, ResetInserter, Signal
 from amaranth.lib import enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from firmware.protocol import LINK_VERSION, RESPONSE, SOF, STATUS_BYTES
-from hw.link_common import BYTE_LAST, ResponseKind, crc16_byte, response_layout
+from firmware.protocol import LINK_CRC, LINK_VERSION, RESPONSE, SOF, STATUS_BYTES
+from hw.link_common import BYTE_LAST, ResponseKind, response_layout
 
 
 class EncoderState(enum.Enum, shape=3):
@@ -31,8 +31,9 @@ class ResponseEncoder(wiring.Component):
     `tx.payload.last` marks the last byte of each frame.
 
     Latency: the start marker is valid the cycle the descriptor is. Throughput: one byte per
-    cycle (READ data: as `results` delivers). Cost: one CRC-16 byte unit and register, a byte
-    index and an ends counter, a 21-way byte multiplexer; about 40 flip-flops.
+    cycle (READ data: as `results` delivers). Cost: one `amaranth.lib.crc.Processor` (16 XOR
+    trees, 16 flip-flops), a byte index and an ends counter, a 21-way byte multiplexer; about
+    40 flip-flops.
     """
 
     def __init__(self, max_payload: int, queue_depth: int, result_depth: int):
@@ -50,7 +51,9 @@ class ResponseEncoder(wiring.Component):
         resp = self.response.payload
         tx = self.tx
         state = Signal(EncoderState)
-        crc = Signal(16)
+        crc = LINK_CRC.create()
+        # Restarted by a synchronous reset between frames (cheaper than its `start` input).
+        m.submodules.crc = ResetInserter(state == EncoderState.SOF)(crc)
         index = Signal(range(self.max_payload + 1))  # payload byte being sent
         ends = Signal(8)  # READ: results ending in the bytes sent so far (saturating)
         is_read = resp.kind == ResponseKind.READ
@@ -100,10 +103,13 @@ class ResponseEncoder(wiring.Component):
 
         sent = tx.valid & tx.ready
         # The CRC covers the bytes from the command to the last payload byte.
+        m.d.comb += [
+            crc.data.eq(tx.payload.data),
+            crc.valid.eq(sent & (state != EncoderState.SOF) & (state != EncoderState.CRC0)
+                         & (state != EncoderState.CRC1)),
+        ]
         with m.If(state == EncoderState.SOF):
-            m.d.sync += [crc.eq(0xFFFF), index.eq(0), ends.eq(0)]
-        with m.Elif(sent & (state != EncoderState.CRC0) & (state != EncoderState.CRC1)):
-            m.d.sync += crc.eq(crc16_byte(crc, tx.payload.data))
+            m.d.sync += [index.eq(0), ends.eq(0)]
 
         def send(byte, then, valid=1, last=0):
             m.d.comb += [tx.valid.eq(valid), tx.payload.data.eq(byte), tx.payload.last.eq(last)]
@@ -130,8 +136,8 @@ class ResponseEncoder(wiring.Component):
                     with m.If(index == length - 1):
                         m.d.sync += state.eq(EncoderState.CRC0)
             with m.Case(EncoderState.CRC0):
-                send(crc[8:], EncoderState.CRC1)
+                send(crc.crc[8:], EncoderState.CRC1)
             with m.Case(EncoderState.CRC1):
-                send(crc[:8], EncoderState.SOF, last=1)
+                send(crc.crc[:8], EncoderState.SOF, last=1)
                 m.d.comb += self.response.ready.eq(sent)
         return m
