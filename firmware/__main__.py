@@ -6,7 +6,7 @@
 Steps: load the model (`checkpoints/<model>.json`, or a path to any export), compile it for the
 board's `ArrayConfig` (`hw/boards/<board>.json`, the one its bitstream was built with), open the
 port (pyserial; `--port` also takes pyserial URLs such as `socket://host:port`), reset the
-device, load the network, stream the digits test split through `firmware.host.Accelerator` and
+device, load the network, stream the digits test split through `firmware.host.AcceleratorClient` and
 compare every input's logits with `pysim.golden.run`. The device's busy-cycle counter is checked
 against the cycle model. Prints a summary, writes a JSON report, exits 1 on any mismatch. An
 expected error (a missing model, a bad config, a port that does not open) is one line and exit
@@ -53,13 +53,13 @@ def run(transport, model, config, images, labels, timeout: float = 600.0,
         progress: bool = True) -> dict:
     """Load `model` compiled for `config` into the device behind `transport` and infer `images`;
     the report compares the device's logits and cycle count with the golden and cycle models."""
-    from firmware.host import Accelerator
+    from firmware.host import AcceleratorClient
     from hw.compiler import compile_network
     from pysim import golden
 
     compiled = compile_network(model, config)
     expected, _ = golden.run(model, images, record=False)
-    with Accelerator(transport, timeout=timeout) as acc:
+    with AcceleratorClient(transport, timeout=timeout) as acc:
         acc.reset()
         if acc.max_payload != config.max_payload:
             raise cli.UsageError(

@@ -1,9 +1,9 @@
 """The host API of the accelerator: load a compiled network, run inputs, read logits and spikes.
 
-    from firmware.host import Accelerator
+    from firmware.host import AcceleratorClient
     from firmware.transport import SerialTransport
 
-    with Accelerator(SerialTransport("/dev/ttyUSB1")) as acc:
+    with AcceleratorClient(SerialTransport("/dev/ttyUSB1")) as acc:
         acc.load(compile_network(model, config))
         logits = acc.infer(images)
         logits, spikes = acc.infer(images[:2], trace=True)
@@ -41,7 +41,7 @@ from hw.status import Status
 
 @dataclass(frozen=True)
 class MeasuredRun:
-    """What `Accelerator.measure` saw: logits and the device's own counts over the run."""
+    """What `AcceleratorClient.measure` saw: logits and the device's own counts over the run."""
 
     logits: np.ndarray
     results: int  #: results the device completed during the run
@@ -64,7 +64,7 @@ class DeviceError(RuntimeError):
                          f"({self.status.description})")
 
 
-class Accelerator:
+class AcceleratorClient:
     """Synchronous host-side driver of one `HostLinkTop` (board or simulation).
 
     `timeout` bounds the wait for any single response and for the next result while inputs

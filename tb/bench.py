@@ -4,8 +4,8 @@ Runs inside the simulator (Verilator) process. `TB` owns the clock, the reset an
 cocotbext-axi stream models of `spikeformer_top`'s `s_axis`/`m_axis` byte ports, with optional
 random idle cycles on the source, back-pressure on the sink and random stalls of the link's
 internal streams. `TB.serve()` bridges a Unix socket to those streams so that the synchronous
-host firmware (`firmware.host.Accelerator` over `firmware.transport.SocketTransport`) drives the
-RTL exactly as it drives a board over a serial port.
+host firmware (`firmware.host.AcceleratorClient` over `firmware.transport.SocketTransport`)
+drives the RTL exactly as it drives a board over a serial port.
 """
 
 from __future__ import annotations

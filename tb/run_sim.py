@@ -5,7 +5,7 @@ for bit against the golden model.
 
 Steps: load `checkpoints/<model>.json`, compile it for the configuration, build the Verilator
 model of `spikeformer_top` (host link + accelerator), stream the digits test split through
-`firmware.host.Accelerator` over the cosimulation socket, compare every input's logits with
+`firmware.host.AcceleratorClient` over the cosimulation socket, compare every input's logits with
 `pysim.golden.run`, and read the busy-cycle counter to check the cycle model. The verdict is the
 board runner's (`firmware.__main__.compare`): prints a summary, writes `build/sim/report.json`
 (the mismatching inputs included), exits 1 on any mismatch or cycle-model disagreement. An

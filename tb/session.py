@@ -1,7 +1,7 @@
 """Host side of the cosimulation: build `spikeformer_top` with Verilator, run it, connect.
 
     with Session.open(config) as session:
-        acc = session.accelerator()          # firmware.host.Accelerator on the simulated RTL
+        acc = session.accelerator()          # firmware.host.AcceleratorClient on the simulated RTL
         acc.load(compiled); acc.infer(images)
 
 One build folder per configuration under `build/cosim/<name>_<hash>/` (`build_name`: the
@@ -24,7 +24,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware.host import Accelerator
+from firmware.host import AcceleratorClient
 from firmware.transport import SocketTransport, TransportError
 from hw.config import ArrayConfig
 from tb.runner import (
@@ -139,10 +139,10 @@ class Session:
              **session_args) -> Session:
         return cls(build(config, name, core, **(link_args or {})), **session_args)
 
-    def accelerator(self, timeout: float = 60.0) -> Accelerator:
+    def accelerator(self, timeout: float = 60.0) -> AcceleratorClient:
         # An empty READ waits a little (wall time) before the next one, so the simulator runs
         # the core at full speed instead of spending its cycles on poll frames.
-        return Accelerator(self.transport, timeout=timeout, poll_interval=0.002)
+        return AcceleratorClient(self.transport, timeout=timeout, poll_interval=0.002)
 
     def close(self) -> None:
         self.transport.close()

@@ -7,7 +7,7 @@ The runner's bit-exact path against the cosimulated iCEBreaker bridge is in
 import pytest
 
 from firmware.__main__ import main, model_path
-from firmware.host import Accelerator
+from firmware.host import AcceleratorClient
 from firmware.transport import SerialTransport, TransportError
 
 
@@ -19,7 +19,7 @@ def test_missing_port_is_named():
 def test_a_port_without_our_device_times_out_clearly():
     # pyserial's loop:// echoes every byte: frames come back as requests, never as responses
     with pytest.raises(TransportError, match="STATUS: no response within"):
-        Accelerator(SerialTransport("loop://", 1_000_000), timeout=0.5)
+        AcceleratorClient(SerialTransport("loop://", 1_000_000), timeout=0.5)
 
 
 @pytest.mark.parametrize("argv", [

@@ -6,7 +6,7 @@ import struct
 import numpy as np
 import pytest
 
-from firmware.host import Accelerator, DeviceError
+from firmware.host import AcceleratorClient, DeviceError
 from firmware.protocol import (
     OVERHEAD,
     RESPONSE,
@@ -200,7 +200,7 @@ def echo_device(results_per_read=5, load_status=Status.OK, commit_error=Status.O
 
 def test_host_streams_inputs_and_decodes_in_order():
     line = ScriptedLine(echo_device(results_per_read=3))
-    acc = Accelerator(line, timeout=1)
+    acc = AcceleratorClient(line, timeout=1)
     acc.load(FakeNet())
     images = np.arange(2 * 40).reshape(40, 2) % 100
     seen = []
@@ -213,10 +213,10 @@ def test_host_streams_inputs_and_decodes_in_order():
 
 
 def test_host_raises_device_errors_with_context():
-    acc = Accelerator(ScriptedLine(echo_device(load_status=Status.BAD_RECORD)), timeout=1)
+    acc = AcceleratorClient(ScriptedLine(echo_device(load_status=Status.BAD_RECORD)), timeout=1)
     with pytest.raises(DeviceError, match=r"LOAD chunk 1/2.*BAD_RECORD.*malformed"):
         acc.load(FakeNet())
-    acc = Accelerator(ScriptedLine(echo_device(commit_error=Status.DOES_NOT_FIT)), timeout=1)
+    acc = AcceleratorClient(ScriptedLine(echo_device(commit_error=Status.DOES_NOT_FIT)), timeout=1)
     with pytest.raises(DeviceError, match="DOES_NOT_FIT"):
         acc.load(FakeNet())
     with pytest.raises(DeviceError, match="NOT_LOADED"):
@@ -234,7 +234,7 @@ def test_host_detects_result_stream_out_of_step():
                 return [encode_frame(frame.cmd | RESPONSE, payload[:-1] + b"\x00")]
         return out
 
-    acc = Accelerator(ScriptedLine(lying), timeout=1)
+    acc = AcceleratorClient(ScriptedLine(lying), timeout=1)
     acc.load(FakeNet())
     with pytest.raises(ProtocolError, match="out of step"):
         acc.infer(np.ones((2, 2)))
@@ -242,4 +242,4 @@ def test_host_detects_result_stream_out_of_step():
 
 def test_host_times_out_on_a_silent_device():
     with pytest.raises(TransportError, match="no response"):
-        Accelerator(ScriptedLine(lambda frame: []), timeout=0.2)
+        AcceleratorClient(ScriptedLine(lambda frame: []), timeout=0.2)

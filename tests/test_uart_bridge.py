@@ -3,7 +3,7 @@
 The design under test is `hw.boards.UARTBridge` in the iCEBreaker's `ArrayConfig`: everything
 the bitstream holds except the PLL and the pin buffers (UART receiver and transmitter, host link,
 accelerator). cocotbext-uart's `UartSource`/`UartSink` play the FTDI chip; a Unix socket carries
-their bytes to the board runner `python -m firmware` (`firmware.host.Accelerator` over
+their bytes to the board runner `python -m firmware` (`firmware.host.AcceleratorClient` over
 `SocketTransport`), which loads a compiled network and runs inferences through its serial
 framing exactly as it does on the board. The logits must equal `pysim.golden.run`. The baud
 divisor is 4 (clock/4) to keep the run short; the board uses 12 at 12 MHz (1 Mbaud).
