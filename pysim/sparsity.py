@@ -266,11 +266,11 @@ def skipping_pass_cycles(config: ArrayConfig, desc: dict, tile_steps) -> np.ndar
                     emits = cycles.head_emits(config, desc, rgl) if ct == desc["cts"] - 1 \
                         else 0
                     drain = 1 + R + cycles.head_emit_cycles(config, emits)
-                    issue_end = last + cycles.PIPE + 1 + R
+                    issue_end = last + cycles.pipe_latency(config) + 1 + R
                 else:
                     drain = 1 + R * desc["out_planes"]
-                    issue_end = last + cycles.PIPE + drain
-                drain_end = last + cycles.PIPE + drain
+                    issue_end = last + cycles.pipe_latency(config) + drain
+                drain_end = last + cycles.pipe_latency(config) + drain
                 t = last + 1
     return cycles.PASS_OVERHEAD + np.maximum(drain_end, issue_end + 1 + config.lif_latency)
 
@@ -533,12 +533,13 @@ def plot(report: dict, variant: str, path: Path) -> None:
     arrays = list(report["arrays"])
     cols = [report["arrays"][a]["pe_cols"] for a in arrays]
     per = [{(r["layer"], r["role"]): r for r in entry["arrays"][a]["layers"]} for a in arrays]
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    for key in per[0]:
+    fig, ax = plt.subplots(figsize=(10, 5.5))
+    colours = plt.get_cmap("tab20").colors
+    for n, key in enumerate(per[0]):
         label = key[0] if key[1] in ("conv", "head") else f"{key[0]} ({key[1]})"
         style = "-" if per[0][key]["input_kind"] == "spike" else "--"
         ax.plot(cols, [100 * p[key]["zero_step_fraction"] for p in per], style, marker="o",
-                label=label)
+                color=colours[n % len(colours)], label=label)
     totals = [entry["arrays"][a]["total"] for a in arrays]
     ax.plot(cols, [100 * t["zero_steps"] / t["dense_steps"] for t in totals], "k-", lw=3,
             marker="s", label="all array passes")
@@ -551,7 +552,7 @@ def plot(report: dict, variant: str, path: Path) -> None:
                  "steps whose whole run is zero\n(dashed: multi-bit input, read as bit-planes)",
                  fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
