@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pysim import golden
 from pysim.intmodel import IntModel, Layer, TensorSpec
 
 from . import isa
@@ -350,10 +351,13 @@ class _Builder:
     def step_threshold(self, value: int) -> int:
         return value << (self.L - 1)
 
-    def check_acc(self, layer: str, bound: int, what: str = "accumulator"):
-        if bound >= self.acc_limit:
-            self.fail(layer, f"{what} may reach {bound}, beyond the {self.cfg.acc_bits}-bit "
-                      f"accumulator (acc_bits = {self.cfg.acc_bits})")
+    def check_acc(self, layer: Layer) -> golden.AccumulatorBound:
+        """The layer's accumulator bound (`golden.layer_bound`); DoesNotFit beyond acc_bits."""
+        b = golden.layer_bound(self.model, layer)
+        if b.bound >= self.acc_limit:
+            self.fail(layer.name, f"{b.what} may reach {b.bound}, beyond the "
+                      f"{self.cfg.acc_bits}-bit accumulator (acc_bits = {self.cfg.acc_bits})")
+        return b
 
     def desc(self, **fields) -> dict:
         d = {f: 0 for f in isa.DESC_FIELDS}
@@ -501,9 +505,7 @@ class _Builder:
         planes = _planes(xin)
         if k == 3 and W & (W - 1):
             self.fail(layer.name, f"a 3x3 conv needs a power-of-two grid width, got {W}")
-        _, xmax = xin.value_range()
-        bound = int((np.abs(w).sum(axis=(1, 2, 3)) * xmax + np.abs(bias)).max())
-        self.check_acc(layer.name, bound)
+        self.check_acc(layer)
         src, _ = self.net.tensors[layer.inputs[0]]
         dst = self.new_tensor(layer.output, out, layer.name)
         ops = [((b * cin + ch) * P, ch * taps, b, 0) for ch in range(cin) for b in range(planes)]
@@ -545,10 +547,7 @@ class _Builder:
         classes, cin = w.shape
         P = self.band(xin.positions)
         planes = _planes(xin)
-        _, xmax = xin.value_range()
-        per_lane = int((np.abs(w).sum(axis=1) * xmax).max())
-        self.check_acc(layer.name, per_lane)
-        total = per_lane * P * m.T + int(np.abs(bias).max())
+        total = self.check_acc(layer).logits
         if total >= 1 << 31:
             self.fail(layer.name, f"logits may reach {total}, beyond 32 bits")
         src, _ = self.net.tensors[layer.inputs[0]]
@@ -619,8 +618,7 @@ class _Builder:
     def layer_lif(self, layer: Layer):
         xin = self.model.tensors[layer.inputs[0]]
         out = self.model.tensors[layer.output]
-        lo, hi = xin.value_range()
-        self.check_acc(layer.name, max(-lo, hi))
+        self.check_acc(layer)
         src, _ = self.net.tensors[layer.inputs[0]]
         dst = self.new_tensor(layer.output, out, layer.name)
         params = [(0, self.lif_threshold(t, layer.threshold_shift))
@@ -631,8 +629,7 @@ class _Builder:
     def _residual(self, layer: Layer, negate_first: bool, mode, oplanes, thr):
         specs = [self.model.tensors[n] for n in layer.inputs]
         out = self.model.tensors[layer.output]
-        bound = sum(max(-s.value_range()[0], s.value_range()[1]) for s in specs)
-        self.check_acc(layer.name, bound)
+        self.check_acc(layer)
         bases = [self.net.tensors[n][0] for n in layer.inputs]
         # Residual streams are the largest tensors: write the sum over a dying operand.
         dst = self.new_tensor(layer.output, out, layer.name, reuse=layer.inputs)
@@ -678,7 +675,7 @@ class _Builder:
         heads = layer.params["heads"]
         dh = D // heads
         abits = max(1, dh.bit_length())
-        self.check_acc(layer.name, N * dh, "attention count q k^T v")
+        self.check_acc(layer)
         dst = self.new_tensor(layer.output, out, layer.name)
         vt = self.transpose(layer, v, D, B)
         # A^T = k^T q per head, one slice per lane-group rotation r: lane group g of slice r,
@@ -710,7 +707,7 @@ class _Builder:
         out = self.model.tensors[layer.output]
         D, N = spec.channels, spec.positions
         B, K = self.band(N), self.k
-        self.check_acc(layer.name, N, "k AND v count")
+        self.check_acc(layer)
         dst = self.new_tensor(layer.output, out, layer.name)
         kv = self.temp(D * B, layer.name)
         self.depthwise(layer, [(k, spec, False), (v, spec, False)], isa.OUT_STEP, 1,

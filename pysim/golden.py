@@ -9,13 +9,16 @@ Arrays are `(B, T, C, H, W)`: a batch of B inputs, T time steps, C channels on a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .intmodel import IntModel, Layer, TensorSpec
 
 __all__ = [
     "conv", "conv3x3", "conv1x1", "conv_multibit", "lif", "maxpool", "ssa", "sdsa", "sew_add",
-    "ms_add", "iand", "head", "run", "derive_tensor_specs", "layer_bounds", "prepare_input",
+    "ms_add", "iand", "head", "run", "derive_tensor_specs", "layer_bound", "layer_bounds",
+    "AccumulatorBound", "prepare_input",
 ]
 
 
@@ -270,13 +273,12 @@ def _bits_for(lo: int, hi: int, signed: bool) -> int:
 
 
 def _propagate(input_name: str, input_spec: TensorSpec, layers, T: int):
-    """Per-channel worst-case (lo, hi) of every tensor and every layer's accumulator."""
+    """Per-channel worst-case (lo, hi) of every tensor, its shape and kind."""
     lo, hi = input_spec.value_range()
     C = input_spec.shape[0]
     ranges = {input_name: (np.full(C, lo, np.int64), np.full(C, hi, np.int64))}
     shapes = {input_name: input_spec.shape}
     kinds = {input_name: input_spec.kind}
-    acc_ranges = {}
     for layer in layers:
         ins = [ranges[n] for n in layer.inputs]
         shape = shapes[layer.inputs[0]]
@@ -293,23 +295,11 @@ def _propagate(input_name: str, input_spec: TensorSpec, layers, T: int):
             bias = _int(layer.arrays["bias"])
             acc_lo = per_tap_lo.sum(axis=(1, 2, 3)) * scale + bias
             acc_hi = per_tap_hi.sum(axis=(1, 2, 3)) * scale + bias
-            acc_ranges[layer.name] = (acc_lo, acc_hi)
             shape = (w.shape[0],) + tuple(shape[1:])
             if layer.kind == "conv" and not layer.has_neuron:
                 kind, out_range = "int", (acc_lo, acc_hi)
         elif layer.kind == "maxpool":
             shape = (shape[0], (shape[1] + 1) // 2, (shape[2] + 1) // 2)
-        elif layer.kind == "ssa":
-            N = shape[1] * shape[2]
-            dh = shape[0] // layer.params["heads"]
-            acc_ranges[layer.name] = (np.zeros(shape[0], np.int64),
-                                      np.full(shape[0], N * N * dh, np.int64))
-        elif layer.kind == "sdsa":
-            N = shape[1] * shape[2]
-            acc_ranges[layer.name] = (np.zeros(shape[0], np.int64),
-                                      np.full(shape[0], N, np.int64))
-        elif layer.kind == "lif":
-            acc_ranges[layer.name] = ins[0]
         elif layer.kind in ("sew_add", "ms_add"):
             kind = "uint" if layer.kind == "sew_add" else "int"
             out_range = (ins[0][0] + ins[1][0], ins[0][1] + ins[1][1])
@@ -318,7 +308,7 @@ def _propagate(input_name: str, input_spec: TensorSpec, layers, T: int):
         ranges[layer.output] = out_range
         shapes[layer.output] = tuple(shape)
         kinds[layer.output] = kind
-    return ranges, shapes, kinds, acc_ranges
+    return ranges, shapes, kinds
 
 
 def derive_tensor_specs(input_name: str, input_spec: TensorSpec, layers, T: int) -> dict:
@@ -326,7 +316,7 @@ def derive_tensor_specs(input_name: str, input_spec: TensorSpec, layers, T: int)
 
     The exporter calls this to fill the manifest's `tensors`; the bounds hold for every input.
     """
-    ranges, shapes, kinds, _ = _propagate(input_name, input_spec, layers, T)
+    ranges, shapes, kinds = _propagate(input_name, input_spec, layers, T)
     specs = {}
     for name, (lo, hi) in ranges.items():
         if name == input_name:
@@ -340,11 +330,62 @@ def derive_tensor_specs(input_name: str, input_spec: TensorSpec, layers, T: int)
     return specs
 
 
-def layer_bounds(model: IntModel) -> dict:
-    """Worst-case `(lo, hi)` of each layer's accumulator (before the neuron), as Python ints.
+@dataclass(frozen=True)
+class AccumulatorBound:
+    """The largest magnitude a layer's accumulation reaches for any input in the declared
+    tensor ranges, per output value and time step (`what` says what it counts)."""
 
-    Per time step for conv/ssa/sdsa/lif inputs; over all tokens and T for the head. The compiler
-    checks these against the hardware's accumulator and membrane widths.
+    bound: int  #: every partial sum, and the sum plus the bias, lies in -bound .. bound
+    what: str
+    #: the head only: the largest magnitude of a logit (a sum over every token and T, + bias)
+    logits: int | None = None
+
+
+def _magnitude(spec: TensorSpec) -> int:
+    lo, hi = spec.value_range()
+    return max(-lo, hi)
+
+
+def layer_bound(model: IntModel, layer: Layer) -> AccumulatorBound | None:
+    """The accumulator bound of one layer (None for max-pool, which only ORs spikes).
+
+    From the declared ranges of its input tensors and its integer weights: conv
+    `max_o sum |w_o| * max|x| + |bias_o|` (inputs are spikes or unsigned, so every partial sum
+    of taps, channels and bit-planes lies inside); head the same per token and step, and
+    `N T` times that plus the bias for a logit; lif `max|x|`; residual sums (SEW, membrane
+    shortcut, IAND's difference) the sum of their operands' magnitudes; SSA `N * dh`
+    (`q k^T` counts at most dh per token pair, times v's spikes summed over N tokens); SDSA
+    `N` (k AND v over the tokens). `tests/test_golden_bounds.py` checks that the golden
+    model's accumulations stay inside and that SSA's reaches its bound.
     """
-    _, _, _, acc_ranges = _propagate(model.input, model.input_spec, model.layers, model.T)
-    return {name: (int(lo.min()), int(hi.max())) for name, (lo, hi) in acc_ranges.items()}
+    specs = [model.tensors[name] for name in layer.inputs]
+    x = specs[0]
+    if layer.kind in ("conv", "head"):
+        w = np.abs(_int(layer.arrays["weight"]))
+        fan = w.reshape(w.shape[0], -1).sum(axis=1) * _magnitude(x)
+        bias = np.abs(_int(layer.arrays["bias"]))
+        if layer.kind == "conv":
+            return AccumulatorBound(int((fan + bias).max()), "accumulator")
+        return AccumulatorBound(int(fan.max()), "accumulator",
+                                int(fan.max()) * x.positions * model.T + int(bias.max()))
+    if layer.kind == "lif":
+        return AccumulatorBound(_magnitude(x), "accumulator")
+    if layer.kind in ("sew_add", "ms_add", "iand"):
+        return AccumulatorBound(sum(map(_magnitude, specs)), "accumulator")
+    if layer.kind == "ssa":
+        dh = x.channels // layer.params["heads"]
+        return AccumulatorBound(x.positions * dh, "attention count q k^T v")
+    if layer.kind == "sdsa":
+        return AccumulatorBound(x.positions, "k AND v count")
+    return None
+
+
+def layer_bounds(model: IntModel) -> dict:
+    """`layer_bound` of every layer that accumulates: {layer name: AccumulatorBound}. The
+    compiler checks these against the array's accumulator and logit widths."""
+    out = {}
+    for layer in model.layers:
+        bound = layer_bound(model, layer)
+        if bound is not None:
+            out[layer.name] = bound
+    return out
