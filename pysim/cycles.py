@@ -76,17 +76,25 @@ def head_emit_cycles(config, emits: int) -> int:
     return config.head_latency + 1 + 4 * emits if emits else 0
 
 
-def drain_cycles(config, desc: dict, last_ct: bool) -> int:
+def drain_cycles(config, desc: dict, emits: int = 0) -> int:
     """Cycles the drain is busy with one tile: its first cycle (the parameter read), one issue
-    per row (and bit-plane), the head's emission after its last column tile."""
+    per row (and bit-plane; the head's rows are sums, one plane), then the head's emission of
+    `emits` logits after its last column tile (`head_emits`)."""
     R = config.pe_rows
     if desc["out_mode"] == isa.OUT_HEAD:
-        return 1 + R + (head_emit_cycles(config, min(R, desc["rows"])) if last_ct else 0)
+        return 1 + R + head_emit_cycles(config, emits)
     return 1 + R * desc["out_planes"]
 
 
 def head_emits(config, desc, rgl) -> int:
+    """Logits a head pass emits after row group `rgl`'s last column tile."""
     return max(0, min(config.pe_rows, desc["rows"] - rgl * config.pe_rows))
+
+
+def utilization(useful: int, config, cycles: int) -> float:
+    """Dense PE utilization: `useful` lane-operations over the array's capacity in `cycles`
+    (every lane of every PE, `ArrayConfig.total_lanes`, each cycle)."""
+    return useful / (config.total_lanes * cycles) if cycles else 0.0
 
 
 def array_pass_cycles(config, desc: dict) -> int:
@@ -117,10 +125,10 @@ def array_pass_cycles(config, desc: dict) -> int:
                     last = max(last, drain_end)
                 if head:
                     emits = head_emits(config, desc, rgl) if ct == desc["cts"] - 1 else 0
-                    drain = 1 + R + head_emit_cycles(config, emits)
+                    drain = drain_cycles(config, desc, emits)
                     issue_end = last + PIPE + 1 + R  # the cycle after the last issue
                 else:
-                    drain = 1 + R * desc["out_planes"]
+                    drain = drain_cycles(config, desc)
                     issue_end = last + PIPE + drain
                 drain_end = last + PIPE + drain
                 t = last + 1
@@ -159,7 +167,7 @@ class CycleReport:
 
     def utilization(self, layer: str, config) -> float:
         c, u = self.per_layer()[layer]
-        return u / (config.total_lanes * c) if c else 0.0
+        return utilization(u, config, c)
 
     @property
     def useful(self) -> int:
@@ -168,7 +176,7 @@ class CycleReport:
     @property
     def pe_utilization(self) -> float:
         """Dense utilization of the whole inference (synaptic MACs / lane capacity)."""
-        return self.useful / (self.config.total_lanes * self.total)
+        return utilization(self.useful, self.config, self.total)
 
     def layers(self) -> list[dict]:
         """One row per layer: cycles, dense and array utilization, and why it falls short.
@@ -185,13 +193,13 @@ class CycleReport:
             cycles = sum(p.cycles for p in ps)
             useful = sum(p.useful for p in ps)
             array = sum(p.array_ops for p in ps)
-            cap = cfg.total_lanes * cycles
             array_cap = sum(cfg.total_lanes * p.cycles * p.operands for p in ps)
             layer = self.model.layer(name) if self.model is not None else None
             row = {"layer": name, "kind": layer.kind if layer else ps[0].kind,
                    "passes": len(ps), "cycles": cycles, "dense_macs": useful,
                    "array_ops": array,
-                   "dense_utilization": round(useful / cap, 4) if useful else None,
+                   "dense_utilization": (round(utilization(useful, cfg, cycles), 4)
+                                         if useful else None),
                    "array_utilization": round(array / array_cap, 4) if array else None}
             if useful:
                 row["shortfall"] = self._shortfall(ps[0], cycles, useful)
@@ -217,7 +225,7 @@ class CycleReport:
         if self.pack * T < L:
             out.append(f"T = {T} fills {self.pack * T} of {L} lanes")
         K = d["steps"] * d["taps"]
-        drain = drain_cycles(cfg, d, False)
+        drain = drain_cycles(cfg, d)
         if not cfg.double_buffer:
             out.append(f"single-buffered accumulators: each tile waits for the previous "
                        f"tile's {drain}-cycle drain")
@@ -276,7 +284,7 @@ def cycle_report(net) -> CycleReport:
             isa.OUT_HEAD: "head"}.get(p.desc["out_mode"], "array")
         operands = 2 if any(step.pair for step in p.steps) else 1
         passes.append(PassCycles(p.layer, kind, c, p.useful,
-                                 p.useful / (cfg.total_lanes * c), p.array_ops, p.in_planes,
+                                 utilization(p.useful, cfg, c), p.array_ops, p.in_planes,
                                  p.desc, operands))
     total = unpack + sum(p.cycles for p in passes) + 1
     return CycleReport(passes, unpack, total, cfg.lanes, cfg, net.model, g["pack"])

@@ -283,10 +283,7 @@ def cycles_for(point: Point, workload: str) -> dict:
         net = compile_network(model, modelling_config(point, model.weight_bits))
     except DoesNotFit as err:
         return {"cycles": None, "utilization": None, "note": str(err)}
-    report = net.cycles
-    return {"cycles": report.total,
-            "utilization": round(report.useful / (point.pe_rows * point.pe_cols * point.lanes
-                                                  * report.total), 4)}
+    return {"cycles": net.cycles.total, "utilization": round(net.cycles.pe_utilization, 4)}
 
 
 def evaluate(task: dict) -> dict:

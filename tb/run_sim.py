@@ -26,20 +26,12 @@ from pysim import cli
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "hw" / "configs" / "default.json"
 
-__all__ = ["DEFAULT_CONFIG", "ROOT", "main", "pe_utilization", "per_inference_cycles", "run",
-           "summary"]
+__all__ = ["DEFAULT_CONFIG", "ROOT", "main", "per_inference_cycles", "run", "summary"]
 
 
 def _step(index: int, total: int, text: str) -> float:
     print(f"step {index}/{total}: {text}", flush=True)
     return time.monotonic()
-
-
-def pe_utilization(compiled) -> float:
-    cycles = compiled.cycles
-    if hasattr(cycles, "pe_utilization"):
-        return float(cycles.pe_utilization)
-    return cycles.useful / (compiled.config.total_lanes * per_inference_cycles(compiled))
 
 
 def run(model_name: str, config_path: str | None, images: int | None, out: Path,
@@ -86,7 +78,7 @@ def run(model_name: str, config_path: str | None, images: int | None, out: Path,
         "config_values": json.loads(config.to_json()),
         **judged,
         "accuracy_rtl": judged["accuracy_device"],
-        "pe_utilization": pe_utilization(compiled),
+        "pe_utilization": compiled.cycles.pe_utilization,
         "sim_cycles": stats.get("cycles"),
         "sim_wall_seconds": stats.get("wall_seconds"),
         "sim_cycles_per_second": sim_cps,
