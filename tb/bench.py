@@ -1,11 +1,17 @@
 """cocotb side of the cosimulation: the `TB` class and the socket bridge to the host firmware.
 
-Runs inside the simulator (Verilator) process. `TB` owns the clock, the reset and the
+Runs inside the simulator (Verilator or Icarus) process. `TB` owns the clock, the reset and the
 cocotbext-axi stream models of `spikeformer_top`'s `s_axis`/`m_axis` byte ports, with optional
 random idle cycles on the source, back-pressure on the sink and random stalls of the link's
 internal streams. `TB.serve()` bridges a Unix socket to those streams so that the synchronous
 host firmware (`firmware.host.AcceleratorClient` over `firmware.transport.SocketTransport`)
 drives the RTL exactly as it drives a board over a serial port.
+
+Start-up order (what lets the same bench run on Icarus): the inputs are driven to their idle
+values (reset high, no valid, no ready) and the design is given 1 ns to settle before the clock
+and the stream models start. An event-driven simulator evaluates the design's initial values and
+combinational blocks during that time; started at time 0, the models' first edge read X or Z
+outputs on Icarus, where cocotbext-axi's `setimmediatevalue` is not applied at once.
 """
 
 from __future__ import annotations
@@ -24,6 +30,10 @@ from cocotb.triggers import ClockCycles, RisingEdge, Timer
 from cocotbext.axi import AxiStreamBus, AxiStreamSink, AxiStreamSource
 
 CLOCK_NS = 10
+SETTLE_NS = 1
+#: The top's inputs and their values while idle, driven before anything starts.
+IDLE_INPUTS = {"rst": 1, "s_axis_tvalid": 0, "s_axis_tdata": 0, "s_axis_tlast": 0,
+               "m_axis_tready": 0, "stall": 0}
 
 
 def _bernoulli(rng: random.Random, probability: float):
@@ -38,6 +48,7 @@ class TB:
     `idle`: probability of a pause cycle on the request source; `backpressure`: probability of
     tready low on the response sink; `stall`: probability that each internal stream of the link
     (queue -> core, core -> result FIFO) is held for a cycle (needs a build with test hooks).
+    Nothing runs until `start()` (which `reset()` calls): see the module's docstring.
     """
 
     def __init__(self, dut, idle: float = 0.0, backpressure: float = 0.0, stall: float = 0.0,
@@ -45,21 +56,31 @@ class TB:
         self.dut = dut
         self.log = logging.getLogger("cocotb.tb")
         self.rng = random.Random(seed)
-        self.clock = Clock(dut.clk, CLOCK_NS, unit="ns", impl="gpi")
-        self.clock.start()
+        self.idle, self.backpressure, self.stall, self.seed = idle, backpressure, stall, seed
+        self.has_stall = hasattr(dut, "stall")
+        self.source = self.sink = None
+        for name, value in IDLE_INPUTS.items():
+            if hasattr(dut, name):
+                getattr(dut, name).value = value
+
+    async def start(self) -> None:
+        """Let the design settle with its inputs idle, then start the clock and the models."""
+        if self.source is not None:
+            return
+        dut, seed = self.dut, self.seed
+        await Timer(SETTLE_NS, unit="ns")
+        Clock(dut.clk, CLOCK_NS, unit="ns", impl="gpi").start()
         self.source = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis"), dut.clk, dut.rst)
         self.sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_axis"), dut.clk, dut.rst)
         for stream in (self.source, self.sink):
             stream.log.setLevel(logging.WARNING)
-        if idle:
-            self.source.set_pause_generator(_bernoulli(random.Random(seed + 1), idle))
-        if backpressure:
-            self.sink.set_pause_generator(_bernoulli(random.Random(seed + 2), backpressure))
-        self.has_stall = hasattr(dut, "stall")
-        if self.has_stall:
-            dut.stall.value = 0
-            if stall:
-                cocotb.start_soon(self._stall(stall, random.Random(seed + 3)))
+        if self.idle:
+            self.source.set_pause_generator(_bernoulli(random.Random(seed + 1), self.idle))
+        if self.backpressure:
+            self.sink.set_pause_generator(_bernoulli(random.Random(seed + 2),
+                                                     self.backpressure))
+        if self.has_stall and self.stall:
+            cocotb.start_soon(self._stall(self.stall, random.Random(seed + 3)))
 
     @classmethod
     def from_env(cls, dut) -> TB:
@@ -77,6 +98,7 @@ class TB:
             await edge
 
     async def reset(self, cycles: int = 4):
+        await self.start()
         self.dut.rst.value = 1
         await ClockCycles(self.dut.clk, cycles)
         self.dut.rst.value = 0
@@ -95,6 +117,7 @@ class TB:
         the bridge blocks on the socket (in wall time) instead of spinning the simulator, so
         host-side work between requests costs no simulated cycles.
         """
+        await self.start()
         if os.path.exists(path):
             os.unlink(path)
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

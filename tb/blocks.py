@@ -1,4 +1,4 @@
-"""Block tests on Verilator: the PE array and the LIF unit against `pysim/hwref.py`.
+"""Block tests on Verilator (or Icarus): the PE array and the LIF unit against `pysim/hwref.py`.
 
 The cocotb tests here run inside the simulator on the Verilog of `hw.pe.PeArray` and
 `hw.lif.LifUnit`, converted with Amaranth for the `ArrayConfig` given as JSON in
@@ -32,7 +32,9 @@ the checker must then fail (the negative tests in `tests/test_cosim_blocks.py`).
 Host side: `build(config)` writes the Verilog into `build/cocotb/blocks_<config>_<hash>/` and
 Verilates it through `tb.runner.VerilatorRunner` (`runner.build`); `run(config)` runs the tests
 there (`runner.test`) and returns each one's outcome. `python -m tb.blocks --config <json>`
-runs them from the command line; `WAVES=1` records `dump.fst`.
+runs them from the command line; `WAVES=1` records `dump.fst`. `simulator="icarus"` (`--sim
+icarus`) builds and runs the same tests on Icarus Verilog (`tb.runner.IcarusRunner`), in
+`sim_icarus/` of the same folder.
 """
 
 from __future__ import annotations
@@ -550,25 +552,26 @@ def build_dir(config: ArrayConfig) -> Path:
     return BUILD / f"{TOP}_{build_name(config)}"
 
 
-def build(config: ArrayConfig):
+def build(config: ArrayConfig, simulator: str = "verilator"):
     """Write the blocks' Verilog and Verilate it (skipped when unchanged); return the runner.
 
     Folder: `build/cocotb/blocks_<config name>_<hash>/` (`tb.runner.build_name`), with `sim/`
-    (or `sim_waves/` under `WAVES=1`) holding the Verilator model.
+    (or `sim_waves/` under `WAVES=1`) holding the Verilator model, `sim_icarus/` the Icarus one
+    (`tb.runner.sim_folder`).
     """
     from amaranth.back import verilog
 
-    from tb.runner import WARNING_FLAGS, VerilatorRunner, waves_enabled, write_if_changed
+    from tb.runner import make_runner, sim_folder, write_if_changed
 
     directory = build_dir(config)
     source = directory / f"{TOP}.v"
     write_if_changed(source, verilog.convert(blocks_top(config), name=TOP))
     write_if_changed(directory / "config.json", config.to_json())
-    runner = VerilatorRunner(opt="-O0")  # short runs: compile time dominates
+    runner = make_runner(simulator, opt="-O0")  # short runs: compile time dominates
     runner.build(sources=[source], hdl_toplevel=TOP,
-                 build_dir=directory / ("sim_waves" if waves_enabled() else "sim"),
-                 build_args=WARNING_FLAGS, timescale=("1ns", "1ps"),
-                 log_file=directory / "build.log")
+                 build_dir=directory / sim_folder(simulator), timescale=("1ns", "1ps"),
+                 log_file=directory / ("build.log" if simulator == "verilator"
+                                       else f"build_{simulator}.log"))
     return runner
 
 
@@ -585,12 +588,12 @@ class Outcome:
 
 
 def run(config: ArrayConfig, tests: str | None = None, fault: bool = False,
-        seed: int = 1) -> Outcome:
+        seed: int = 1, simulator: str = "verilator") -> Outcome:
     """Build the blocks and run their cocotb tests (all, or those whose names match the
-    regex `tests`); `fault` sets TB_FAULT."""
-    runner = build(config)
+    regex `tests`) on `simulator`; `fault` sets TB_FAULT."""
+    runner = build(config, simulator)
     directory = build_dir(config)
-    tag = "_fault" if fault else ""
+    tag = ("_fault" if fault else "") + ("" if simulator == "verilator" else f"_{simulator}")
     results_xml = runner.build_dir / f"results{tag}.xml"
     log = directory / f"sim{tag}.log"
     env = {"TB_BLOCK_CONFIG": config.to_json(), "TB_FAULT": str(int(fault))}
@@ -615,15 +618,18 @@ def run(config: ArrayConfig, tests: str | None = None, fault: bool = False,
 def main(argv=None) -> int:
     import argparse
 
+    from tb.runner import SIMULATORS
+
     parser = argparse.ArgumentParser(prog="python -m tb.blocks",
                                      description="Block tests of the PE array and the LIF unit "
-                                                 "on Verilator")
+                                                 "on Verilator (or Icarus)")
     parser.add_argument("--config", help="ArrayConfig JSON (default hw/configs/default.json)")
     parser.add_argument("--tests", help="regex of the cocotb tests to run (default: all)")
     parser.add_argument("--fault", action="store_true", help="inject a wrong value (TB_FAULT)")
+    parser.add_argument("--sim", choices=SIMULATORS, default=SIMULATORS[0], help="simulator")
     args = parser.parse_args(argv)
     config = ArrayConfig.load(args.config or ROOT / "hw" / "configs" / "default.json")
-    outcome = run(config, args.tests, args.fault)
+    outcome = run(config, args.tests, args.fault, simulator=args.sim)
     print(json.dumps(outcome.results, indent=2))
     return 1 if outcome.failed else 0
 

@@ -2,15 +2,17 @@
 for bit against the golden model.
 
     python -m tb.run_sim --model spikformer [--config hw/configs/default.json] [--images N]
+                         [--sim verilator|icarus]
 
 Steps: load `checkpoints/<model>.json`, compile it for the configuration, build the Verilator
-model of `spikeformer_top` (host link + accelerator), stream the digits test split through
-`firmware.host.AcceleratorClient` over the cosimulation socket, compare every input's logits with
-`pysim.golden.run`, and read the busy-cycle counter to check the cycle model. The verdict is the
-board runner's (`firmware.__main__.compare`): prints a summary, writes `build/sim/report.json`
-(the mismatching inputs included), exits 1 on any mismatch or cycle-model disagreement. An
-expected error (a missing model, a config that is not a JSON object, a model that does not fit)
-is one line and exit status 2 (`pysim.cli`; `--debug` shows the traceback).
+(or, with `--sim icarus`, the Icarus) model of `spikeformer_top` (host link + accelerator),
+stream the digits test split through `firmware.host.AcceleratorClient` over the cosimulation socket,
+compare every input's logits with `pysim.golden.run`, and read the busy-cycle counter to check
+the cycle model. The verdict is the board runner's (`firmware.__main__.compare`): prints a
+summary, writes `build/sim/report.json` (the mismatching inputs included), exits 1 on any
+mismatch or cycle-model disagreement. An expected error (a missing model, a config that is not
+a JSON object, a model that does not fit) is one line and exit status 2 (`pysim.cli`; `--debug`
+shows the traceback).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def _step(index: int, total: int, text: str) -> float:
 
 
 def run(model_name: str, config_path: str | None, images: int | None, out: Path,
-        progress: bool = True) -> dict:
+        progress: bool = True, simulator: str = "verilator") -> dict:
     from hw.compiler import compile_network
     from hw.config import ArrayConfig
     from pysim import golden
@@ -59,8 +61,8 @@ def run(model_name: str, config_path: str | None, images: int | None, out: Path,
     compiled = compile_network(model, config)
     model_cycles = per_inference_cycles(compiled)
 
-    t = _step(4, steps, f"Verilator build in build/cosim/{build_name(config)}")
-    built = build(config)
+    t = _step(4, steps, f"{simulator} build in build/cosim/{build_name(config)}")
+    built = build(config, simulator=simulator)
     print(f"  built in {time.monotonic() - t:.1f} s")
 
     t = _step(5, steps, "cosimulate through the host firmware")
@@ -87,6 +89,7 @@ def run(model_name: str, config_path: str | None, images: int | None, out: Path,
         "inferences_per_second_at_clock": (config.clock_hz / judged["cycles_per_inference"]
                                            if judged["cycles_per_inference"] else 0.0),
         "cocotb_passed": session.passed,
+        "simulator": simulator,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
@@ -103,7 +106,7 @@ def summary(r: dict) -> str:
         f"{r['cycles_per_inference_model']} cycle model "
         f"({'equal' if r['cycle_model_equal'] else 'DIFFERENT'})",
         f"  PE utilization    {r['pe_utilization']:.1%}",
-        f"  simulation        {r['sim_cycles_per_second']:,.0f} cycles/s "
+        f"  simulation        {r['simulator']}, {r['sim_cycles_per_second']:,.0f} cycles/s "
         f"({r['sim_cycles']:,} cycles in {r['sim_wall_seconds']:.1f} s)",
         f"  at {r['clock_hz'] / 1e6:g} MHz     {r['inferences_per_second_at_clock']:,.0f} "
         "inferences/s",
@@ -121,10 +124,12 @@ def main(argv=None) -> int:
                         help="first N test images (default: all)")
     parser.add_argument("--out", default=str(ROOT / "build" / "sim" / "report.json"))
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--sim", choices=("verilator", "icarus"), default="verilator",
+                        help="simulator (Icarus: Debian's iverilog, `make iverilog`)")
     cli.add_debug(parser)
     args = parser.parse_args(argv)
     report = run(args.model, args.config, args.images, Path(args.out),
-                 progress=not args.no_progress)
+                 progress=not args.no_progress, simulator=args.sim)
     print(summary(report))
     print(f"wrote {args.out}")
     ok = (report["mismatches"] == 0 and report["cycle_model_equal"]

@@ -1,4 +1,8 @@
-"""The cocotb runner for every Verilator build of this project.
+"""The cocotb runners of this project: Verilator (the default) and Icarus Verilog.
+
+`make_runner(simulator)` gives the runner of a simulator named in `SIMULATORS` (`SIM=icarus`
+on the make targets, `--sim icarus` on the command lines); each adds the build flags it needs
+itself, so a caller passes the same `build()` and `test()` arguments to either.
 
 `VerilatorRunner` is `cocotb_tools.runner`'s Verilator runner with these changes to its build:
 
@@ -18,6 +22,20 @@ library stand in.) Build and test both go through the runner's own `build()` and
     runner = VerilatorRunner()
     runner.build(sources=[verilog], hdl_toplevel="blocks", build_dir=folder)
     runner.test(test_module="tb.blocks", hdl_toplevel="blocks", build_dir=folder)
+
+`IcarusRunner` is `cocotb_tools.runner`'s Icarus runner (Debian's `iverilog`, `make iverilog`
+installs it) with these changes:
+
+- `-g2005` instead of `-g2012`. Under `-g2012` Icarus gives the initial values of Yosys's
+  `reg x = 0;` declarations no time-0 event, so an `always @*` block whose inputs never change
+  never runs and its outputs (`s_axis_tready` among them) stay X for ever; under `-g2005` the
+  initialiser is an `initial` assignment and wakes them. Amaranth writes plain Verilog-2005.
+- The FST dump module (`WAVES=1`) is written in Verilog-2005 too (cocotb's uses `string`).
+- Compilation is skipped when the command and the source bytes are unchanged (a stamp, as for
+  Verilator), instead of cocotb's time-stamp check, which misses a change of flags.
+
+Icarus runs this design 75-400 times slower than Verilator (an event-driven interpreter against
+compiled C++); `SLOWDOWN` scales the host's wall-clock timeouts by it.
 """
 
 from __future__ import annotations
@@ -28,11 +46,20 @@ import shutil
 from pathlib import Path
 
 import cocotb_tools.config
-from cocotb_tools.runner import Verilator, VerilatorControlFile, Verilog
+from cocotb_tools.runner import Icarus, Verilator, VerilatorControlFile, Verilog
 
 #: Warnings Amaranth's Verilog is known to raise (widths of generated arithmetic, unused bits).
 WARNING_FLAGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style"]
 STAMP = "build.stamp"
+
+#: The simulators a cosimulation can run on; the first is the default.
+SIMULATORS = ("verilator", "icarus")
+DEFAULT_SIMULATOR = SIMULATORS[0]
+#: Wall time per simulated cycle of this design, relative to Verilator (measured on the small
+#: and default arrays: Icarus runs 75-400 times slower); host-side timeouts are scaled by it.
+SLOWDOWN = {"verilator": 1.0, "icarus": 400.0}
+#: How to get Icarus when `iverilog` is missing (CI starts from a clean machine).
+ICARUS_INSTALL = "make iverilog (apt-get install -y iverilog, as root)"
 
 
 def verilator_on_path() -> None:
@@ -108,8 +135,10 @@ class VerilatorRunner(Verilator):
     `jobs`: parallel `make` jobs (default `TB_BUILD_JOBS` or 2: the machines have 2 cores).
     `opt`: the C++ optimisation flag of the model and runtime (Verilator's default `-Os` when
     None). `-O0` compiles a wide block about 8x faster and suits short block tests; long runs
-    (the accelerator under `make sim`) want the default.
-    After `build()`, `verilated` says whether Verilator actually ran.
+    (the accelerator under `make sim`) want the default. The build always has `WARNING_FLAGS`
+    (added in front of the caller's `build_args` unless given there).
+    After `build()`, `verilated` (and `rebuilt`, the name both runners share) says whether
+    Verilator actually ran.
     """
 
     def __init__(self, jobs: int | None = None, opt: str | None = None):
@@ -126,13 +155,14 @@ class VerilatorRunner(Verilator):
         libs = cocotb_tools.config.libs_dir
         verilator_cpp = cocotb_tools.config.share_dir / "lib" / "verilator" / "verilator.cpp"
         sources = self._sources + self._verilog_sources
+        build_args = [arg.value for arg in self._build_args]
         return (
             [self.executable, "-cc", "--exe", "-Mdir", str(self.build_dir),
              "--top-module", self.hdl_toplevel, "--vpi", "--prefix", "Vtop",
              "-o", self.hdl_toplevel,
              "-LDFLAGS", f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator"]
             + (["--trace-fst", "--trace-structs"] if self.waves else [])
-            + [arg.value for arg in self._build_args]
+            + [flag for flag in WARNING_FLAGS if flag not in build_args] + build_args
             + (["--timescale", "{}/{}".format(*self.timescale)] if self.timescale else [])
             + self._get_define_options(self.defines)
             + self._get_include_options(self.includes)
@@ -178,9 +208,99 @@ class VerilatorRunner(Verilator):
         self._digest = digest.hexdigest()
         return [verilate, make]
 
+    @property
+    def rebuilt(self) -> bool:
+        return self.verilated
+
     def build(self, *args, **kwargs) -> None:
         """`Runner.build`, then record what was Verilated (see `_build_command`)."""
         self._digest = None
         super().build(*args, **kwargs)
         if self._digest is not None:
             (self.build_dir / STAMP).write_text(self._digest)
+
+
+class IcarusRunner(Icarus):
+    """`cocotb_tools.runner.Icarus` compiling as Verilog-2005 (`-g2005`), with a Verilog-2005
+    FST dump module and a skip of unchanged compilations (see the module's docstring).
+
+    After `build()`, `rebuilt` says whether `iverilog` actually ran.
+    """
+
+    LANGUAGE = "-g2005"
+
+    def __init__(self):
+        super().__init__()
+        self.rebuilt = False
+
+    def _simulator_in_path(self) -> None:
+        for tool in ("iverilog", "vvp"):
+            if shutil.which(tool) is None:
+                raise RuntimeError(f"Icarus Verilog's `{tool}` is not on PATH: install it with "
+                                   f"{ICARUS_INSTALL}")
+
+    def _create_iverilog_dump_file(self) -> None:
+        # cocotb's version declares a SystemVerilog `string`; a 1 kB reg holds the path here.
+        path = str(self.build_dir / f"{self.hdl_toplevel}.fst").replace("\\", "\\\\")
+        path = path.replace('"', '\\"')
+        write_if_changed(self.iverilog_dump_file, "\n".join([
+            "module cocotb_iverilog_dump();",
+            "reg [8*1024-1:0] dumpfile_path;",
+            "initial begin",
+            '    if ($value$plusargs("dumpfile_path=%s", dumpfile_path))',
+            "        $dumpfile(dumpfile_path);",
+            "    else",
+            f'        $dumpfile("{path}");',
+            f"    $dumpvars(0, {self.hdl_toplevel});",
+            "end",
+            "endmodule",
+            ""]))
+
+    def _build_command(self) -> list[list[str]]:
+        self._simulator_in_path()
+        always, self.always = self.always, True  # the stamp below decides, not time stamps
+        try:
+            commands = super()._build_command()
+        finally:
+            self.always = always
+        (compile_command,) = commands
+        compile_command[compile_command.index("-g2012")] = self.LANGUAGE
+        digest = hashlib.sha256("\0".join(compile_command).encode())
+        for source in self._sources + self._verilog_sources:
+            digest.update(Path(source.value).read_bytes())
+        if self.waves:
+            digest.update(self.iverilog_dump_file.read_bytes())
+        stamp = self.build_dir / STAMP
+        self.rebuilt = (self.always or not self.sim_file.exists() or not stamp.exists()
+                        or stamp.read_text() != digest.hexdigest())
+        if not self.rebuilt:
+            return []
+        stamp.unlink(missing_ok=True)
+        self._digest = digest.hexdigest()
+        return [compile_command]
+
+    def build(self, *args, **kwargs) -> None:
+        """`Runner.build`, then record what was compiled (see `_build_command`)."""
+        self._digest = None
+        super().build(*args, **kwargs)
+        if self._digest is not None:
+            (self.build_dir / STAMP).write_text(self._digest)
+
+
+def make_runner(simulator: str = DEFAULT_SIMULATOR, opt: str | None = None):
+    """The runner of `simulator` (one of `SIMULATORS`). `opt` is Verilator's C++ optimisation
+    level (see `VerilatorRunner`); Icarus has none and ignores it."""
+    if simulator == "verilator":
+        return VerilatorRunner(opt=opt)
+    if simulator == "icarus":
+        return IcarusRunner()
+    raise ValueError(f"unknown simulator {simulator!r}: choose one of {', '.join(SIMULATORS)}")
+
+
+def sim_folder(simulator: str = DEFAULT_SIMULATOR) -> str:
+    """The name of a build's simulator folder: `sim` for Verilator (as before), `sim_icarus`
+    for Icarus, with `_waves` under `WAVES=1` (a traced build is another build)."""
+    if simulator not in SIMULATORS:
+        raise ValueError(f"unknown simulator {simulator!r}: choose one of {', '.join(SIMULATORS)}")
+    name = "sim" if simulator == "verilator" else f"sim_{simulator}"
+    return name + ("_waves" if waves_enabled() else "")

@@ -28,9 +28,11 @@ from firmware.host import AcceleratorClient
 from firmware.transport import SocketTransport, TransportError
 from hw.config import ArrayConfig
 from tb.runner import (
-    WARNING_FLAGS,
-    VerilatorRunner,
+    DEFAULT_SIMULATOR,
+    SLOWDOWN,
     build_name,
+    make_runner,
+    sim_folder,
     verilator_on_path,
     waves_enabled,
 )
@@ -52,13 +54,16 @@ class Build:
     verilog: Path
     seconds: float
     sim_dir: Path | None = None
-    verilated: bool = True
+    verilated: bool = True  # whether the simulator's compiler ran (Verilator or iverilog)
+    simulator: str = DEFAULT_SIMULATOR
 
 
-def build(config: ArrayConfig, name: str | None = None, core=None, **link_args) -> Build:
+def build(config: ArrayConfig, name: str | None = None, core=None,
+          simulator: str = DEFAULT_SIMULATOR, **link_args) -> Build:
     """Generate the top's Verilog and Verilate it in `build/cosim/<name>/sim` (or `sim_waves`)
     through the cocotb runner (`tb.runner.VerilatorRunner`); `name` defaults to
-    `build_name(config)`.
+    `build_name(config)`. `simulator="icarus"` compiles it with Icarus Verilog instead, in
+    `sim_icarus` (`tb.runner.IcarusRunner`, `tb.runner.sim_folder`).
 
     `core` replaces the accelerator (tests of the link alone); `link_args` go to `HostLink`.
     Only the top's ports are public to VPI, so Verilator keeps optimising the inside. The
@@ -69,7 +74,7 @@ def build(config: ArrayConfig, name: str | None = None, core=None, **link_args) 
 
     name = name or build_name(config)
     directory = BUILD / name
-    sim_dir = directory / ("sim_waves" if waves_enabled() else "sim")
+    sim_dir = directory / sim_folder(simulator)
     verilog = directory / f"{TOP}.v"
     start = time.monotonic()
     # The cosimulation always has the link's stall hooks (tied low unless a test stresses
@@ -77,11 +82,16 @@ def build(config: ArrayConfig, name: str | None = None, core=None, **link_args) 
     # arrive back to back here, so a frame times out after 16k cycles instead of 64k.
     generate(config, verilog, core=core,
              **{"test_hooks": True, "timeout_cycles": 1 << 14, **link_args})
-    runner = VerilatorRunner()
+    runner = make_runner(simulator)
     runner.build(sources=[verilog], hdl_toplevel=TOP, build_dir=sim_dir,
-                 build_args=WARNING_FLAGS, timescale=("1ns", "1ps"),
-                 log_file=directory / "build.log")
-    return Build(name, directory, verilog, time.monotonic() - start, sim_dir, runner.verilated)
+                 timescale=("1ns", "1ps"), log_file=directory / log_name("build", simulator))
+    return Build(name, directory, verilog, time.monotonic() - start, sim_dir, runner.rebuilt,
+                 simulator)
+
+
+def log_name(kind: str, simulator: str) -> str:
+    """`build.log`/`sim.log` for Verilator (as before), `build_icarus.log`/`sim_icarus.log`."""
+    return f"{kind}.log" if simulator == DEFAULT_SIMULATOR else f"{kind}_{simulator}.log"
 
 
 class Session:
@@ -90,12 +100,15 @@ class Session:
     `idle`, `backpressure` and `stall` are the probabilities of `tb.bench.TB`. Closing the
     session disconnects the host, which ends the cocotb test; `stats` then holds the bridge's
     figures (simulated cycles, wall seconds) and `passed` whether cocotb saw the test pass.
+    Every wall-clock timeout here (`timeout`, `accelerator(timeout)`) is given for Verilator
+    and multiplied by the build's simulator's `tb.runner.SLOWDOWN`.
     """
 
     def __init__(self, built: Build, idle: float = 0.0, backpressure: float = 0.0,
                  stall: float = 0.0, seed: int = 0, timeout: float = 60.0):
         self.built = built
-        self.timeout = timeout
+        self.slowdown = SLOWDOWN[built.simulator]
+        self.timeout = timeout = timeout * self.slowdown
         self.tmp = tempfile.mkdtemp(prefix="cosim-")
         self.socket = os.path.join(self.tmp, "link.sock")
         self.stats_path = os.path.join(self.tmp, "stats.json")
@@ -107,8 +120,9 @@ class Session:
                "TB_BACKPRESSURE": str(backpressure), "TB_STALL": str(stall),
                "TB_SEED": str(seed), "PYTHONPATH": str(ROOT) + os.pathsep
                + os.environ.get("PYTHONPATH", "")}
-        runner = VerilatorRunner()
-        sim_dir = built.sim_dir or built.directory / ("sim_waves" if waves else "sim")
+        runner = make_runner(built.simulator)
+        sim_dir = built.sim_dir or built.directory / sim_folder(built.simulator)
+        self.log = built.directory / log_name("sim", built.simulator)
         self.results_xml = sim_dir / f"results_{os.getpid()}_{id(self)}.xml"
 
         def run():
@@ -116,8 +130,7 @@ class Session:
                 runner.test(test_module="tb.serve", hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
                             build_dir=sim_dir,
                             test_dir=sim_dir, extra_env=env, waves=waves, seed=seed,
-                            results_xml=str(self.results_xml),
-                            log_file=built.directory / "sim.log")
+                            results_xml=str(self.results_xml), log_file=self.log)
             except BaseException as err:  # reported to the host thread on close
                 self.error = err
 
@@ -132,24 +145,25 @@ class Session:
                 if not self.thread.is_alive() or time.monotonic() > deadline:
                     raise RuntimeError(f"the simulation of {built.name} is not serving "
                                        f"({self.error or 'no socket'}); see "
-                                       f"{built.directory / 'sim.log'}") from self.error
+                                       f"{self.log}") from self.error
 
     @classmethod
     def open(cls, config: ArrayConfig, name: str | None = None, core=None, link_args=None,
-             **session_args) -> Session:
-        return cls(build(config, name, core, **(link_args or {})), **session_args)
+             simulator: str = DEFAULT_SIMULATOR, **session_args) -> Session:
+        return cls(build(config, name, core, simulator, **(link_args or {})), **session_args)
 
     def accelerator(self, timeout: float = 60.0) -> AcceleratorClient:
         # An empty READ waits a little (wall time) before the next one, so the simulator runs
         # the core at full speed instead of spending its cycles on poll frames.
-        return AcceleratorClient(self.transport, timeout=timeout, poll_interval=0.002)
+        return AcceleratorClient(self.transport, timeout=timeout * self.slowdown,
+                                 poll_interval=0.002)
 
     def close(self) -> None:
         self.transport.close()
         self.thread.join(self.timeout)
         if self.thread.is_alive():
             raise RuntimeError(f"simulation of {self.built.name} did not end after the host "
-                               f"disconnected; see {self.built.directory / 'sim.log'}")
+                               f"disconnected; see {self.log}")
         if os.path.exists(self.stats_path):
             with open(self.stats_path) as f:
                 self.stats = json.load(f)
