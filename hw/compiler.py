@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pysim import golden
+from pysim.cycles import cycle_report
 from pysim.intmodel import IntModel, Layer, TensorSpec
 
 from . import isa
@@ -133,7 +134,6 @@ class CompiledNetwork:
         self.globals: dict = {}
         self.activation_words = 0
         _Builder(self).build()
-        from pysim.cycles import cycle_report
         self.cycles = cycle_report(self)
 
     # ---- load image ------------------------------------------------------------------------

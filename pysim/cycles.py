@@ -34,7 +34,8 @@ outputs, pass overhead).
 
     python -m pysim.cycles --model checkpoints/X.json [--config hw/configs/J.json]
 
-prints the table and writes `build/cycles/<model>-<config>.json`.
+prints the table and writes `build/cycles/<model>-<config>.json` (`pysim/cycles_cli.py`).
+Imports nothing from the compiler: `hw.compiler` calls `cycle_report` on what it builds.
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from hw import isa
-from pysim import cli
 
 DESC_LOAD = 1 + isa.desc_words()  #: read the descriptor's program words, one per cycle
 PASS_OVERHEAD = DESC_LOAD + 2  #: descriptor load, one start cycle, one end-of-pass cycle
@@ -314,42 +314,7 @@ def synaptic_operations(net, trace: dict) -> int:
     return total
 
 
-@cli.entry_point("python -m pysim.cycles")
-def main(argv=None) -> int:
-    """`python -m pysim.cycles --model checkpoints/X.json [--config J]`: per-layer table and
-    build/cycles/<model>-<config>.json; an expected error is one line and exit status 2."""
-    import argparse
-    import json
-    from pathlib import Path
+if __name__ == "__main__":  # `python -m pysim.cycles`: the command line is pysim.cycles_cli
+    from pysim.cycles_cli import main
 
-    from hw.compiler import compile_network
-    from hw.config import ArrayConfig
-
-    root = Path(__file__).resolve().parents[1]
-    parser = argparse.ArgumentParser(prog="python -m pysim.cycles",
-                                     description="cycles and PE utilization per layer")
-    parser.add_argument("--model", required=True,
-                        help="exported model manifest (.json) or a variant in checkpoints/")
-    parser.add_argument("--config", default=str(root / "hw/configs/default.json"),
-                        help="ArrayConfig JSON (default: hw/configs/default.json)")
-    parser.add_argument("--out", help="report JSON (default: build/cycles/<model>-<config>.json)")
-    cli.add_debug(parser)
-    args = parser.parse_args(argv)
-    model = cli.load_model(args.model)
-    config = ArrayConfig.load(args.config)
-    report = compile_network(model, config).cycles
-    print(f"{Path(args.model).stem} on {config.name} ({config.pe_rows}x{config.pe_cols} PEs, "
-          f"{config.lanes} lanes), T = {model.T}, pack = {report.pack}")
-    print(report.table())
-    print(f"{report.total} cycles per inference = {config.clock_hz / report.total:,.0f} "
-          f"inferences/s at {config.clock_hz / 1e6:g} MHz")
-    out = Path(args.out) if args.out else (
-        root / "build/cycles" / f"{Path(args.model).stem}-{config.name}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-    print(f"wrote {out}")
-    return 0
-
-
-if __name__ == "__main__":
     raise SystemExit(main())

@@ -31,7 +31,7 @@ def _main(module: str):
     elif module == "pysim.evaluate":
         from pysim.evaluate import main
     elif module == "pysim.cycles":
-        from pysim.cycles import main
+        from pysim.cycles_cli import main
     elif module == "hw.top":
         from hw.top import main
     elif module == "scripts.synth":

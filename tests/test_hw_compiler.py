@@ -156,7 +156,7 @@ def test_spare_lanes_pack_positions_and_cut_cycles(T):
 
 
 def test_cycle_report_gives_dense_and_array_utilization(tmp_path):
-    from pysim.cycles import main
+    from pysim.cycles_cli import main
 
     model = random_int_model("sew", seed=10)
     report = compile_network(model, ArrayConfig()).cycles
