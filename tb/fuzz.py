@@ -2,6 +2,7 @@
 
     python -m tb.fuzz --config hw/configs/default.json --minutes 30 --seed 0 [--networks N]
     python -m tb.fuzz --config hw/configs/default.json --replay SEED [--after PREVIOUS]
+    python -m tb.fuzz ... --sim icarus        # the same on Icarus Verilog (slower)
 
 For each configuration (`--config`, repeatable; default: the default and small arrays) one
 Verilator build and ONE cosimulation session (`tb.session`) serve network after network, as a
@@ -247,7 +248,8 @@ class Fuzzer:
     seconds each); every failure gets the cheap triage (first wrong layer, NumPy executor,
     largest shift, suspected cause)."""
 
-    def __init__(self, config, inputs: int = 3, triage: int = 20, log=print):
+    def __init__(self, config, inputs: int = 3, triage: int = 20, log=print,
+                 simulator: str = "verilator"):
         from tb.session import build, verilator_on_path
 
         verilator_on_path()
@@ -256,7 +258,7 @@ class Fuzzer:
         self.rerun_left = triage
         self.log = log
         start = time.monotonic()
-        self.built = build(config)
+        self.built = build(config, simulator=simulator)
         self.build_seconds = time.monotonic() - start
         self.session = None
         self.acc = None
@@ -332,7 +334,8 @@ class Fuzzer:
                            reason=f"{type(err).__name__}: {err}"), None
         cycles = per_inference_cycles(compiled)
         # Trace dumps and the link add to the core's cycles; allow for a slow simulator.
-        self.acc.timeout = TIMEOUT_BASE + 4 * self.inputs * cycles / SLOW_CYCLES_PER_SECOND
+        self.acc.timeout = (TIMEOUT_BASE + 4 * self.inputs * cycles / SLOW_CYCLES_PER_SECOND) \
+            * self.session.slowdown
         previous, self.previous, self.fresh = self.previous, seed, False
         common = dict(network=network, previous=previous, inputs=len(images), cycles=cycles,
                       features=tuple(features(model)))
@@ -451,7 +454,7 @@ def _failure(v: Verdict) -> dict:
 
 
 def fuzz(configs, minutes: float, seed: int, networks: int | None = None, inputs: int = 3,
-         triage: int = 20, progress: bool = True) -> dict:
+         triage: int = 20, progress: bool = True, simulator: str = "verilator") -> dict:
     """Fuzz each configuration in turn (the time budget split evenly); returns the report."""
     from tqdm import tqdm
 
@@ -464,7 +467,7 @@ def fuzz(configs, minutes: float, seed: int, networks: int | None = None, inputs
     for config in configs:
         if interrupted:
             break
-        fz = Fuzzer(config, inputs, triage, log=tqdm.write)
+        fz = Fuzzer(config, inputs, triage, log=tqdm.write, simulator=simulator)
         begin = time.monotonic()
         deadline = begin + budget
         with fz, tqdm(total=networks, unit="net", desc=config.name, disable=not progress,
@@ -502,6 +505,7 @@ def fuzz(configs, minutes: float, seed: int, networks: int | None = None, inputs
         "networks_limit": networks,
         "inputs_per_network": inputs,
         "configs": [c.name for c in configs],
+        "simulator": simulator,
         **total,
         "refused_by_reason": dict(reasons.most_common()),
         "failures_by_cause": dict(causes.most_common()),
@@ -516,9 +520,10 @@ def fuzz(configs, minutes: float, seed: int, networks: int | None = None, inputs
     }
 
 
-def replay(config, seed: int, after: int | None = None, inputs: int = 3) -> list[Verdict]:
+def replay(config, seed: int, after: int | None = None, inputs: int = 3,
+           simulator: str = "verilator") -> list[Verdict]:
     """Network `seed` in a fresh session, after network `after` when given."""
-    with Fuzzer(config, inputs, triage=1) as fz:
+    with Fuzzer(config, inputs, triage=1, simulator=simulator) as fz:
         if after is not None:
             fz.run(after, triage=False)
         fz.run(seed)
@@ -527,6 +532,7 @@ def replay(config, seed: int, after: int | None = None, inputs: int = 3) -> list
 
 def main(argv=None) -> int:
     from hw.config import ArrayConfig
+    from tb.runner import SIMULATORS
 
     parser = argparse.ArgumentParser(prog="python -m tb.fuzz",
                                      description=__doc__.split("\n")[0])
@@ -547,11 +553,13 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help=f"report (default {DEFAULT_OUT.relative_to(ROOT)}, "
                         "build/fuzz/replay-SEED.json for --replay)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--sim", choices=SIMULATORS, default=SIMULATORS[0], help="simulator")
     args = parser.parse_args(argv)
     configs = [ArrayConfig.load(p) for p in (args.config or DEFAULT_CONFIGS)]
     if args.replay is not None:
         out = Path(args.out or ROOT / "build" / "fuzz" / f"replay-{args.replay}.json")
-        verdicts = [v for c in configs for v in replay(c, args.replay, args.after, args.inputs)]
+        verdicts = [v for c in configs
+                    for v in replay(c, args.replay, args.after, args.inputs, args.sim)]
         for v in verdicts:
             print(f"{v.config} seed {v.seed}: {v.status} {v.network}")
             for line in v.differences:
@@ -563,7 +571,7 @@ def main(argv=None) -> int:
         failed = any(v.failed for v in verdicts)
     else:
         report = fuzz(configs, args.minutes, args.seed, args.networks, args.inputs,
-                      args.triage, progress=not args.no_progress)
+                      args.triage, progress=not args.no_progress, simulator=args.sim)
         out = Path(args.out or DEFAULT_OUT)
         print(f"{report['networks_generated']} networks in {report['wall_seconds']:.0f} s "
               f"({report['networks_per_minute']}/min): {report['run']} run on the RTL "
