@@ -50,7 +50,7 @@ def per_inference_cycles(compiled) -> int:
 
 
 def run(transport, model, config, images, labels, timeout: float = 600.0,
-        progress: bool = True) -> dict:
+        progress: bool = True, retries: int = 3, response_timeout: float | None = None) -> dict:
     """Load `model` compiled for `config` into the device behind `transport` and infer `images`;
     the report compares the device's logits and cycle count with the golden and cycle models."""
     from firmware.host import AcceleratorClient
@@ -59,7 +59,8 @@ def run(transport, model, config, images, labels, timeout: float = 600.0,
 
     compiled = compile_network(model, config)
     expected, _ = golden.run(model, images, record=False)
-    with AcceleratorClient(transport, timeout=timeout) as acc:
+    with AcceleratorClient(transport, timeout=timeout, retries=retries,
+                           response_timeout=response_timeout) as acc:
         acc.reset()
         if acc.max_payload != config.max_payload:
             raise cli.UsageError(
@@ -146,7 +147,12 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=cli.positive,
                         help="first N test images (default: all 360)")
     parser.add_argument("--timeout", type=float, default=600.0,
-                        help="seconds to wait for any one response")
+                        help="seconds to wait for the next result")
+    parser.add_argument("--response-timeout", type=float,
+                        help="seconds to wait for a response before the request is sent again "
+                             "(default: 2 on a serial port, --timeout on a simulation socket)")
+    parser.add_argument("--retries", type=int, default=3,
+                        help="times a request is sent again after a lost or damaged response")
     parser.add_argument("--out", default="build/board/report.json")
     parser.add_argument("--no-progress", action="store_true")
     cli.add_debug(parser)
@@ -175,7 +181,9 @@ def main(argv=None) -> int:
                 "(ls /dev/ttyUSB* /dev/ttyACM*)?")
         raise cli.UsageError(f"{err}; {hint}") from err
     report = run(transport, model, config, x, y, timeout=args.timeout,
-                 progress=not args.no_progress)
+                 progress=not args.no_progress, retries=args.retries,
+                 response_timeout=args.response_timeout
+                 or (args.timeout if args.socket else 2.0))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

@@ -12,6 +12,13 @@ The same code drives the cocotb simulation through `SocketTransport`. Inputs are
 next inputs' tokens are queued on the device (as far as its queue has room) while the current
 one computes, and results are read back as they appear. Every device error becomes a
 `DeviceError` naming the status and the request that got it.
+
+Recovery: a request whose response is missing, fails its CRC, or reports that the request
+arrived damaged (BAD_CRC, TIMEOUT) is sent again with the same sequence number, at most
+`retries` times; the device recognizes a repeat of the request it last accepted and does not
+carry it out twice (an INFER is not queued again, a READ sends the same bytes again; see
+`firmware/PROTOCOL.md`). When the retries are used up, `LinkError` names the request and what
+happened to each attempt.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from firmware.protocol import (
+    LINK_VERSION,
     RESPONSE,
     Command,
     Frame,
@@ -34,6 +42,7 @@ from firmware.protocol import (
     decode_read,
     encode_frame,
     encode_segments,
+    length_ok,
 )
 from firmware.transport import Transport, TransportError
 from hw.status import Status
@@ -64,18 +73,44 @@ class DeviceError(RuntimeError):
                          f"({self.status.description})")
 
 
+class LinkError(TransportError):
+    """A request got no good response in `retries + 1` attempts."""
+
+    def __init__(self, request: str, failures: list[str]):
+        self.request = request
+        self.failures = failures
+        attempts = f"{len(failures)} attempt" + ("s" if len(failures) > 1 else "")
+        super().__init__(f"{request}: no good response after {attempts} "
+                         f"({'; '.join(failures)})")
+
+
+#: Statuses that say the request itself was damaged on the line: sending it again may work.
+#: BAD_LENGTH too when the request was well formed: a length field hit on the line is answered
+#: (over `max_payload`) before the CRC is checked.
+DAMAGED = (Status.BAD_CRC, Status.TIMEOUT)
+
+
 class AcceleratorClient:
     """Synchronous host-side driver of one `HostLinkTop` (board or simulation).
 
-    `timeout` bounds the wait for any single response and for the next result while inputs
-    are in flight (seconds of wall time); `poll_interval` is a pause after a READ that found
-    no result bytes.
+    `timeout` bounds the wait for the next result while inputs are in flight and for the
+    device's queue to drain (seconds of wall time); `response_timeout` (default: `timeout`)
+    the wait for each attempt's response; `retries` is how many times a request is sent again
+    after a missing or damaged response (0: never); `poll_interval` is a pause after a READ
+    that found no result bytes. `retried` counts the requests sent again.
     """
 
-    def __init__(self, transport: Transport, timeout: float = 30.0, poll_interval: float = 0.0):
+    def __init__(self, transport: Transport, timeout: float = 30.0, poll_interval: float = 0.0,
+                 retries: int = 3, response_timeout: float | None = None):
+        if retries < 0:
+            raise ValueError(f"retries = {retries}: must be >= 0")
         self.transport = transport
         self.timeout = timeout
+        self.response_timeout = timeout if response_timeout is None else response_timeout
         self.poll_interval = poll_interval
+        self.retries = retries
+        self.retried = 0
+        self.seq = 0  # of the last request sent
         self.parser = FrameParser()
         self.pending: list[Frame] = []
         #: responses that answered no request of ours (after garbage on the line), kept for tests
@@ -83,6 +118,9 @@ class AcceleratorClient:
         self.compiled = None
         self.max_payload = 0xFFFF  # until the device says
         link = self.status()
+        if link.version != LINK_VERSION:
+            raise ProtocolError(f"the device speaks link version {link.version}, this host "
+                                f"{LINK_VERSION}: rebuild the bitstream or update the host")
         self.max_payload = link.max_payload
         self.queue_depth = link.queue_depth
         self.result_depth = link.result_depth
@@ -99,11 +137,14 @@ class AcceleratorClient:
 
     # ---- frames ----------------------------------------------------------------------------------
 
-    def _next_frame(self, timeout: float) -> Frame | None:
+    def _next_frame(self, timeout: float, stop_on_error: bool = True) -> Frame | None:
+        """The next response frame, or None after `timeout` s (or, with `stop_on_error`, when
+        the parser dropped a damaged frame)."""
         deadline = time.monotonic() + timeout
+        errors = self.parser.errors
         while not self.pending:
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or (stop_on_error and self.parser.errors != errors):
                 return None
             data = self.transport.read(4096, min(left, 0.5))
             if data:
@@ -111,20 +152,47 @@ class AcceleratorClient:
         return self.pending.pop(0)
 
     def request(self, cmd: Command, payload: bytes = b"", what: str | None = None) -> Frame:
-        """Send one request and return its response (any status); raise if none arrives."""
+        """Send one request and return its response (any status but those that say the request
+        was damaged on the line: BAD_CRC, TIMEOUT, and BAD_LENGTH to a well-formed request);
+        send it again (same sequence number) after a missing or damaged response, at most
+        `retries` times, then raise `LinkError`."""
         what = what or getattr(cmd, "name", f"command 0x{cmd:02x}")
         if len(payload) > self.max_payload:
             raise ValueError(f"{what}: payload of {len(payload)} bytes is over the device's "
                              f"max_payload {self.max_payload}")
-        self.transport.write(encode_frame(cmd, payload))
-        deadline = time.monotonic() + self.timeout
+        self.seq = (self.seq + 1) & 0xFF
+        frame = encode_frame(cmd, payload, self.seq)
+        failures = []
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.retried += 1
+            self.transport.write(frame)
+            answer = self._response(cmd, self.seq, length_ok(cmd, payload))
+            if isinstance(answer, Frame):
+                return answer
+            failures.append(answer)
+        raise LinkError(what, failures)
+
+    def _response(self, cmd: int, seq: int, well_formed: bool) -> Frame | str:
+        """The response to request (`cmd`, `seq`), or why there is none worth waiting for."""
+        damage = DAMAGED + ((Status.BAD_LENGTH,) if well_formed else ())
+        deadline = time.monotonic() + self.response_timeout
+        errors = self.parser.errors
         while True:
             frame = self._next_frame(max(deadline - time.monotonic(), 0))
+            if frame is not None:
+                damaged = len(frame.payload) == 1 and frame.payload[0] in damage
+                if frame.cmd == cmd | RESPONSE and frame.seq == seq and not damaged:
+                    return frame
+                if damaged and frame.cmd & RESPONSE:
+                    # Our request, or (a bit flipped in its command or sequence number) what
+                    # the device made of it: we have only one request outstanding.
+                    return f"the device answered {Status(frame.payload[0]).name}"
+                self.unsolicited.append(frame)
+            if self.parser.errors != errors:
+                return "a response failed its CRC"
             if frame is None:
-                raise TransportError(f"{what}: no response within {self.timeout:.1f} s")
-            if frame.cmd == cmd | RESPONSE:
-                return frame
-            self.unsolicited.append(frame)
+                return f"no response within {self.response_timeout:.1f} s"
 
     def _checked(self, cmd: Command, payload: bytes = b"", what: str | None = None) -> Frame:
         frame = self.request(cmd, payload, what)
@@ -141,7 +209,7 @@ class AcceleratorClient:
         frames = list(self.pending)
         self.pending.clear()
         while True:
-            frame = self._next_frame(quiet)
+            frame = self._next_frame(quiet, stop_on_error=False)
             if frame is None:
                 return frames
             frames.append(frame)

@@ -2,12 +2,14 @@
 
 One frame on the byte stream, in either direction::
 
-    SOF | cmd | len_lo | len_hi | payload[len] | crc_hi | crc_lo
+    SOF | cmd | seq | len_lo | len_hi | payload[len] | crc_hi | crc_lo
 
-`SOF` is `0xA5`; `len` is little-endian and at most `ArrayConfig.max_payload`; the CRC is
-CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, no final XOR) over `cmd`, `len` and
-the payload, sent most significant byte first so that the CRC over the whole frame after `SOF`
-is zero (the gateware checks that residue instead of comparing). A response echoes the request's
+`SOF` is `0xA5`; `seq` is the request's sequence number, which the response echoes (a request
+sent again with the same `seq` is recognized as a duplicate, so every request is safe to retry);
+`len` is little-endian and at most `ArrayConfig.max_payload`; the CRC is CRC-16/CCITT-FALSE
+(poly 0x1021, init 0xFFFF, no reflection, no final XOR) over `cmd`, `seq`, `len` and the
+payload, sent most significant byte first so that the CRC over the whole frame after `SOF` is
+zero (the gateware checks that residue instead of comparing). A response echoes the request's
 command with bit 7 set and its payload always starts with a status byte (`hw.status.Status`).
 `firmware/PROTOCOL.md` describes every command; the gateware side is `hw/host_link.py`.
 """
@@ -24,11 +26,11 @@ from hw.status import Status
 
 SOF = 0xA5
 RESPONSE = 0x80  #: bit set in the command byte of every response
-HEADER_BYTES = 4  #: SOF, command, two length bytes
+HEADER_BYTES = 5  #: SOF, command, sequence number, two length bytes
 OVERHEAD = HEADER_BYTES + 2  #: header plus the CRC
 SEGMENT_MORE = 0x8000  #: INFER segment header bit: the input continues in the next segment
 SEGMENT_MAX = 0x7FFF  #: largest segment (bytes) one header can describe
-LINK_VERSION = 1
+LINK_VERSION = 2  #: 2: sequence numbers (duplicates recognized, READ resendable)
 #: The frame CRC, CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, no final XOR),
 #: one definition for the host (`Parameters.compute`) and the gateware (`LINK_CRC.create()`,
 #: an `amaranth.lib.crc.Processor`). Its residue is 0: the CRC over a frame and its CRC is 0.
@@ -55,13 +57,15 @@ def crc16(data: bytes) -> int:
     return LINK_CRC.compute(data)
 
 
-def encode_frame(cmd: int, payload: bytes = b"") -> bytes:
+def encode_frame(cmd: int, payload: bytes = b"", seq: int = 0) -> bytes:
     """One frame: header, payload and CRC. Raises `ValueError` for values that do not fit."""
     if not 0 <= cmd <= 0xFF:
         raise ValueError(f"command {cmd} is not a byte")
+    if not 0 <= seq <= 0xFF:
+        raise ValueError(f"sequence number {seq} is not a byte")
     if len(payload) > 0xFFFF:
         raise ValueError(f"payload of {len(payload)} bytes is over the 65535 the length holds")
-    body = bytes([cmd]) + struct.pack("<H", len(payload)) + bytes(payload)
+    body = bytes([cmd, seq]) + struct.pack("<H", len(payload)) + bytes(payload)
     return bytes([SOF]) + body + struct.pack(">H", crc16(body))
 
 
@@ -69,6 +73,7 @@ def encode_frame(cmd: int, payload: bytes = b"") -> bytes:
 class Frame:
     cmd: int
     payload: bytes
+    seq: int = 0
 
     @property
     def is_response(self) -> bool:
@@ -114,7 +119,7 @@ class FrameParser:
                 del self.buffer[:start]
             if len(self.buffer) < HEADER_BYTES:
                 return frames
-            length = self.buffer[2] | self.buffer[3] << 8
+            length = self.buffer[3] | self.buffer[4] << 8
             if length > self.max_payload:
                 self.errors += 1
                 del self.buffer[:1]
@@ -126,7 +131,7 @@ class FrameParser:
                 self.errors += 1
                 del self.buffer[:1]
                 continue
-            frames.append(Frame(body[0], body[3:3 + length]))
+            frames.append(Frame(body[0], body[4:4 + length], body[1]))
             del self.buffer[:OVERHEAD + length]
 
 
@@ -158,6 +163,24 @@ def encode_segments(inputs: list[bytes], max_payload: int) -> list[bytes]:
     if current:
         payloads.append(bytes(current))
     return payloads
+
+
+def length_ok(cmd: int, payload: bytes) -> bool:
+    """Whether a request's payload has a length its command takes (what the device answers
+    with BAD_LENGTH after the CRC check when it does not)."""
+    if cmd in (Command.RESET, Command.STATUS):
+        return not payload
+    if cmd == Command.READ:
+        return len(payload) == 2
+    if cmd == Command.LOAD:
+        return bool(payload)
+    if cmd == Command.INFER:
+        try:
+            decode_segments(payload)
+        except ValueError:
+            return False
+        return len(payload) >= 3
+    return True
 
 
 def decode_segments(payload: bytes) -> list[tuple[bytes, bool]]:

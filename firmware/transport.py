@@ -120,3 +120,55 @@ class SerialTransport(Transport):
 
     def close(self) -> None:
         self.serial.close()
+
+
+class FaultyTransport(Transport):
+    """Another transport with seeded damage on the line: tests and soak runs of recovery.
+
+    Each request (one `write`) is hit with probability `request_faults` by one fault: a flipped
+    bit (`flip`), a dropped byte (`drop`), its end cut off (`truncate`) or the whole request
+    lost (`lose`); each chunk of response bytes (one `read`) with probability `response_faults`
+    by a flipped bit, a dropped byte or its loss. `faults` counts them by direction and kind.
+    """
+
+    REQUEST_KINDS = ("flip", "drop", "truncate", "lose")
+    RESPONSE_KINDS = ("flip", "drop", "lose")
+
+    def __init__(self, inner: Transport, seed: int = 0, request_faults: float = 0.0,
+                 response_faults: float = 0.0):
+        import random
+
+        self.inner = inner
+        self.rng = random.Random(seed)
+        self.request_faults = request_faults
+        self.response_faults = response_faults
+        self.faults: dict[str, int] = {}
+
+    def _damage(self, data: bytes, direction: str, kinds: tuple[str, ...]) -> bytes:
+        kind = self.rng.choice(kinds)
+        key = f"{direction}_{kind}"
+        self.faults[key] = self.faults.get(key, 0) + 1
+        position = self.rng.randrange(len(data))
+        if kind == "flip":
+            return data[:position] + bytes([data[position] ^ 1 << self.rng.randrange(8)]) \
+                + data[position + 1:]
+        if kind == "drop":
+            return data[:position] + data[position + 1:]
+        if kind == "truncate":
+            return data[:max(position, 1)]
+        return b""
+
+    def write(self, data: bytes) -> None:
+        if data and self.rng.random() < self.request_faults:
+            data = self._damage(data, "request", self.REQUEST_KINDS)
+        if data:
+            self.inner.write(data)
+
+    def read(self, max_bytes: int, timeout: float) -> bytes:
+        data = self.inner.read(max_bytes, timeout)
+        if data and self.rng.random() < self.response_faults:
+            data = self._damage(data, "response", self.RESPONSE_KINDS)
+        return data
+
+    def close(self) -> None:
+        self.inner.close()

@@ -145,6 +145,7 @@ class HostLink(wiring.Component):
             results.hold.eq(stall[1]),
             results.busy.eq(core.status.busy),
             results.commit.eq(sequencer.results_commit),
+            results.rewind.eq(sequencer.results_rewind),
             sequencer.core_status.eq(core.status),
             sequencer.queue_free.eq(queue.write.free),
             sequencer.queue_idle.eq(queue.idle),

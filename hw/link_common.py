@@ -35,15 +35,17 @@ class ResponseKind(enum.Enum, shape=2):
 
 #: A decoded request, from the frame decoder to the command sequencer. `verdict` is the link's
 #: own answer (`Status.OK` when the frame checked out and the command was accepted); `arg` is
-#: the little-endian value of the last two payload bytes (READ's `max_bytes`).
-REQUEST = data.StructLayout({"cmd": 8, "verdict": 8, "arg": 16})
+#: the little-endian value of the last two payload bytes (READ's `max_bytes`); `dup`: the
+#: request repeats the last accepted one (same `seq`): its payload was not queued again, and a
+#: READ sends the previous response's bytes again.
+REQUEST = data.StructLayout({"cmd": 8, "seq": 8, "verdict": 8, "arg": 16, "dup": 1})
 
 
 def response_layout(max_payload: int) -> data.StructLayout:
     """A response to encode, from the command sequencer to the response encoder: everything
     it reports, snapshotted when the response is issued so multi-byte values cannot tear."""
     return data.StructLayout({
-        "cmd": 8, "kind": ResponseKind, "status": 8, "flags": 8, "queue_free": 16,
+        "cmd": 8, "seq": 8, "kind": ResponseKind, "status": 8, "flags": 8, "queue_free": 16,
         "results_level": 16, "results_done": 32, "busy_cycles": 32,
         "read_n": range(max_payload + 1),  # READ: result bytes in the response
     })

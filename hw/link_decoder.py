@@ -14,13 +14,14 @@ from hw.status import Status
 class DecoderState(enum.Enum, shape=4):
     HUNT = 0  #: skipping bytes until a start marker
     CMD = 1
-    LEN0 = 2
-    LEN1 = 3
-    PAYLOAD = 4
-    CRC0 = 5
-    CRC1 = 6
-    DECIDE = 7  #: the frame is in: check it, commit or roll back its payload
-    HOLD = 8  #: a request is out; wait until its response has been sent
+    SEQ = 2
+    LEN0 = 3
+    LEN1 = 4
+    PAYLOAD = 5
+    CRC0 = 6
+    CRC1 = 7
+    DECIDE = 8  #: the frame is in: check it, commit or roll back its payload
+    HOLD = 9  #: a request is out; wait until its response has been sent
 
 
 class SegmentState(enum.Enum, shape=2):
@@ -39,8 +40,14 @@ class FrameDecoder(wiring.Component):
     tentatively into the queue (`queue`); when the frame is in, it checks the CRC residue, the
     command, the length for the command, the queue's room (measured at the length field) and,
     for INFER, that the core holds a program, then commits or rolls back the payload and puts
-    one `request` out (command, verdict, READ's argument). It waits for the request to be
-    taken, i.e. for its response to be sent, before hunting for the next start marker.
+    one `request` out (command, sequence number, verdict, READ's argument). It waits for the
+    request to be taken, i.e. for its response to be sent, before hunting for the next start
+    marker.
+
+    Duplicates: the sequence number of the last accepted request is kept; a request that checks
+    out and carries the same number is a retry of it (its response was lost). It is accepted
+    without queueing its payload again (LOAD, INFER: no queue room needed) and marked `dup`, so
+    the sequencer sends a READ's bytes again instead of releasing them.
 
     A length over `max_payload` is answered right after the length field (BAD_LENGTH, hunt from
     the next byte); a frame that stops for `timeout_cycles` is rolled back (TIMEOUT).
@@ -49,7 +56,7 @@ class FrameDecoder(wiring.Component):
     length, `timeout_cycles` after the last byte of a stalled frame). Throughput: one byte per
     cycle. Cost: one `amaranth.lib.crc.Processor` (16 XOR trees, 16 flip-flops), a timeout
     counter of log2(`timeout_cycles`) bits, the length/remaining/segment counters and the request
-    register (about 110 flip-flops).
+    register (about 130 flip-flops).
     """
 
     def __init__(self, max_payload: int, timeout_cycles: int):
@@ -80,6 +87,8 @@ class FrameDecoder(wiring.Component):
         seg_more = Signal()
         seg_bad = Signal()  # an INFER segment header said 0 bytes
         idle = Signal(range(self.timeout_cycles))
+        last_seq = Signal(8)  # of the last accepted request
+        last_valid = Signal()
 
         is_load = req.cmd == Command.LOAD
         is_infer = req.cmd == Command.INFER
@@ -100,7 +109,10 @@ class FrameDecoder(wiring.Component):
                     m.d.sync += state.eq(DecoderState.CMD)
             with m.Case(DecoderState.CMD):
                 with m.If(rx.valid):
-                    m.d.sync += [req.cmd.eq(byte), state.eq(DecoderState.LEN0)]
+                    m.d.sync += [req.cmd.eq(byte), state.eq(DecoderState.SEQ)]
+            with m.Case(DecoderState.SEQ):
+                with m.If(rx.valid):
+                    m.d.sync += [req.seq.eq(byte), state.eq(DecoderState.LEN0)]
             with m.Case(DecoderState.LEN0):
                 with m.If(rx.valid):
                     m.d.sync += [length[:8].eq(byte), state.eq(DecoderState.LEN1)]
@@ -110,8 +122,8 @@ class FrameDecoder(wiring.Component):
                     m.d.sync += [length[8:].eq(byte), remaining.eq(full),
                                  space_ok.eq(queue.free >= full)]
                     with m.If(full > self.max_payload):
-                        m.d.sync += [req.verdict.eq(Status.BAD_LENGTH), request.valid.eq(1),
-                                     state.eq(DecoderState.HOLD)]
+                        m.d.sync += [req.verdict.eq(Status.BAD_LENGTH), req.dup.eq(0),
+                                     request.valid.eq(1), state.eq(DecoderState.HOLD)]
                     with m.Elif(full == 0):
                         m.d.sync += state.eq(DecoderState.CRC0)
                     with m.Else():
@@ -147,12 +159,16 @@ class FrameDecoder(wiring.Component):
                 known = Signal()
                 m.d.comb += known.eq(req.cmd.matches(*(int(c) for c in Command)))
                 accept = Signal()
+                dup = last_valid & (req.seq == last_seq)
                 with m.If(~crc.match_detected):
                     m.d.sync += req.verdict.eq(Status.BAD_CRC)
                 with m.Elif(~known):
                     m.d.sync += req.verdict.eq(Status.UNKNOWN_COMMAND)
                 with m.Elif(~length_ok):
                     m.d.sync += req.verdict.eq(Status.BAD_LENGTH)
+                with m.Elif(dup):
+                    m.d.comb += accept.eq(1)
+                    m.d.sync += req.verdict.eq(Status.OK)
                 with m.Elif((is_load | is_infer) & ~space_ok):
                     m.d.sync += req.verdict.eq(Status.BUSY)
                 with m.Elif(is_infer & ~self.core_ready):
@@ -160,9 +176,12 @@ class FrameDecoder(wiring.Component):
                 with m.Else():
                     m.d.comb += accept.eq(1)
                     m.d.sync += req.verdict.eq(Status.OK)
-                m.d.comb += [queue.commit.eq(accept & (is_load | is_infer)),
+                m.d.comb += [queue.commit.eq(accept & (is_load | is_infer) & ~dup),
                              queue.rollback.eq(~queue.commit)]
-                m.d.sync += [request.valid.eq(1), state.eq(DecoderState.HOLD)]
+                m.d.sync += [request.valid.eq(1), req.dup.eq(dup),
+                             state.eq(DecoderState.HOLD)]
+                with m.If(accept):
+                    m.d.sync += [last_seq.eq(req.seq), last_valid.eq(1)]
             with m.Case(DecoderState.HOLD):
                 with m.If(request.ready):
                     m.d.sync += [request.valid.eq(0), state.eq(DecoderState.HUNT)]
@@ -175,7 +194,7 @@ class FrameDecoder(wiring.Component):
             m.d.sync += idle.eq(0)
         with m.If(in_frame & (idle == self.timeout_cycles - 1)):
             m.d.comb += queue.rollback.eq(1)
-            m.d.sync += [req.verdict.eq(Status.TIMEOUT), request.valid.eq(1),
+            m.d.sync += [req.verdict.eq(Status.TIMEOUT), req.dup.eq(0), request.valid.eq(1),
                          state.eq(DecoderState.HOLD)]
         return m
 

@@ -13,17 +13,19 @@ from hw.link_common import BYTE_LAST, ResponseKind, response_layout
 class EncoderState(enum.Enum, shape=3):
     SOF = 0  #: waiting for a response; its start marker goes out first
     CMD = 1
-    LEN0 = 2
-    LEN1 = 3
-    BODY = 4
-    CRC0 = 5
-    CRC1 = 6
+    SEQ = 2
+    LEN0 = 3
+    LEN1 = 4
+    BODY = 5
+    CRC0 = 6
+    CRC1 = 7
 
 
 class ResponseEncoder(wiring.Component):
     """Response encoder: frames one `response` descriptor onto `tx`.
 
-    Sends `SOF | cmd | len | payload | crc`, the payload chosen by the descriptor's kind:
+    Sends `SOF | cmd | seq | len | payload | crc` (the request's command with bit 7 set and
+    its sequence number), the payload chosen by the descriptor's kind:
     status byte; the 21-byte STATUS payload (its constant fields from the link's
     configuration); status and queue_free; or for READ status, queue_free, `read_n` bytes
     from `results` and the count of results that end in them. Takes the descriptor (`ready`)
@@ -120,7 +122,9 @@ class ResponseEncoder(wiring.Component):
             with m.Case(EncoderState.SOF):
                 send(SOF, EncoderState.CMD, valid=self.response.valid)
             with m.Case(EncoderState.CMD):
-                send(resp.cmd | RESPONSE, EncoderState.LEN0)
+                send(resp.cmd | RESPONSE, EncoderState.SEQ)
+            with m.Case(EncoderState.SEQ):
+                send(resp.seq, EncoderState.LEN0)
             with m.Case(EncoderState.LEN0):
                 send(length[:8], EncoderState.LEN1)
             with m.Case(EncoderState.LEN1):

@@ -31,8 +31,10 @@ class CommandSequencer(wiring.Component):
     4 cycles; LOAD waits until the queue has drained into the core (at most `timeout_cycles`)
     plus `settle_cycles`, so the response carries the core's verdict on the records; READ
     releases the result bytes of the previous READ response (`results_commit`) before it takes
-    the result level. Then it snapshots everything the response reports into the `response`
-    register and holds it until the encoder has sent the last byte.
+    the result level, or, when it is a duplicate (that response was lost), rewinds to them
+    (`results_rewind`) so they are sent again. Then it snapshots everything the response
+    reports into the `response` register and holds it until the encoder has sent the last
+    byte.
 
     Latency: the response is valid 1 cycle after the request (RESET: 4 more; LOAD: the drain
     plus `settle_cycles`; READ: 1 more). Cost: the response register (about 150 flip-flops),
@@ -55,6 +57,7 @@ class CommandSequencer(wiring.Component):
             "results_done": In(32),
             "busy_cycles": In(32),
             "results_commit": Out(1),  #: release the bytes sent by the last READ response
+            "results_rewind": Out(1),  #: send the bytes of the last READ response again
         })
 
     def elaborate(self, platform):
@@ -92,7 +95,8 @@ class CommandSequencer(wiring.Component):
             with m.If(req.verdict == Status.OK):
                 m.d.comb += status.eq(self.core_status.error)
             m.d.sync += [
-                resp.cmd.eq(req.cmd), resp.kind.eq(kind), resp.status.eq(status),
+                resp.cmd.eq(req.cmd), resp.seq.eq(req.seq), resp.kind.eq(kind),
+                resp.status.eq(status),
                 resp.flags.eq(Cat(self.core_status.ready, self.core_status.busy,
                                   self.queue_idle, Const(0, 5))),
                 resp.queue_free.eq(self.queue_free), resp.results_level.eq(self.results_level),
@@ -115,7 +119,8 @@ class CommandSequencer(wiring.Component):
                     with m.Elif(kind == ResponseKind.READ):
                         # Release the bytes of the previous READ; the level is taken on the
                         # next cycle, when the release shows in it.
-                        m.d.comb += self.results_commit.eq(wait == 0)
+                        m.d.comb += [self.results_commit.eq((wait == 0) & ~req.dup),
+                                     self.results_rewind.eq((wait == 0) & req.dup)]
                         m.d.sync += wait.eq(1)
                         with m.If(wait == 1):
                             issue()

@@ -28,7 +28,7 @@ def split_frames(data: bytes) -> list[bytes]:
     """Cut a response byte stream into frames by their length fields (responses are clean)."""
     frames = []
     while data:
-        length = data[2] | data[3] << 8
+        length = data[3] | data[4] << 8
         frames.append(data[:OVERHEAD + length])
         data = data[OVERHEAD + length:]
     return frames

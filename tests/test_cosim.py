@@ -103,14 +103,15 @@ def mutated_frames(rng, compiled, max_payload):
     bad_crc[10] ^= 0x10  # a weight/record byte flipped in flight: CRC no longer matches
     cases.append(("bad CRC on LOAD", bytes(bad_crc), Status.BAD_CRC))
     cases.append(("unknown command", encode_frame(0x3C, b"xyz"), Status.UNKNOWN_COMMAND))
-    cases.append(("oversize length", bytes([SOF, Command.LOAD, 0xFF, 0x7F]), Status.BAD_LENGTH))
+    cases.append(("oversize length", bytes([SOF, Command.LOAD, 0, 0xFF, 0x7F]),
+                  Status.BAD_LENGTH))
     cases.append(("STATUS with a payload", encode_frame(Command.STATUS, b"\x00"),
                   Status.BAD_LENGTH))
     cases.append(("READ without a count", encode_frame(Command.READ), Status.BAD_LENGTH))
     cases.append(("INFER with a broken segment", encode_frame(Command.INFER, b"\x09\x00abc"),
                   Status.BAD_LENGTH))
     cases.append(("truncated frame", load[:len(load) // 2], Status.TIMEOUT))
-    cases.append(("length longer than the frame", bytes([SOF, Command.STATUS, 3, 0, 1]),
+    cases.append(("length longer than the frame", bytes([SOF, Command.STATUS, 0, 3, 0, 1]),
                   Status.TIMEOUT))
     cases.append(("garbage without a start marker",
                   bytes(rng.choice([b for b in range(256) if b != SOF]) for _ in range(50)),

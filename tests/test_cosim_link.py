@@ -11,7 +11,9 @@ import random
 import numpy as np
 import pytest
 
+from firmware.host import AcceleratorClient, LinkError
 from firmware.protocol import Command, decode_read, encode_segments
+from firmware.transport import FaultyTransport
 from hw.config import ArrayConfig
 from hw.status import Status
 from tb.echo_core import EchoCore, EchoNet
@@ -59,3 +61,32 @@ def test_full_queue_answers_busy_and_nothing_is_lost(built):
             stream += data
         assert stream == b"".join(accepted)
         assert decode_read(acc.request(Command.READ, b"\x3c\x00").payload)[1] == b""
+
+
+def lossy_client(session, retries, seed):
+    line = FaultyTransport(session.transport, seed=seed, request_faults=0.1,
+                           response_faults=0.1)
+    acc = AcceleratorClient(line, timeout=3.0, retries=retries, poll_interval=0.002)
+    acc.compiled = EchoNet(40)
+    return acc, line
+
+
+def test_retries_recover_a_lossy_line_on_the_rtl(built):
+    """Bit flips, dropped bytes, cut-off and lost requests and responses: every request is
+    retried with its sequence number, the link recognizes repeats, and every result is exact."""
+    inputs = np.random.default_rng(8).integers(0, 256, (30, 40))
+    with Session(built) as session:
+        acc, line = lossy_client(session, retries=8, seed=3)
+        got = acc.infer(inputs)
+        done = acc.status().results_done
+    np.testing.assert_array_equal(got, inputs)
+    assert done == 30 and acc.retried >= 5 and sum(line.faults.values()) >= 5
+
+
+def test_without_retries_a_lossy_line_is_reported(built):
+    inputs = np.random.default_rng(9).integers(0, 256, (30, 40))
+    with Session(built) as session:
+        acc, _ = lossy_client(session, retries=8, seed=4)
+        acc.retries = 0
+        with pytest.raises(LinkError, match="no good response after 1 attempt"):
+            acc.infer(inputs)

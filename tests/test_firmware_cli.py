@@ -18,7 +18,8 @@ def test_missing_port_is_named():
 
 def test_a_port_without_our_device_times_out_clearly():
     # pyserial's loop:// echoes every byte: frames come back as requests, never as responses
-    with pytest.raises(TransportError, match="STATUS: no response within"):
+    with pytest.raises(TransportError, match="STATUS: no good response after 4 attempts "
+                                             r"\(no response within 0.5 s"):
         AcceleratorClient(SerialTransport("loop://", 1_000_000), timeout=0.5)
 
 

@@ -151,7 +151,8 @@ def test_encoder_frames_every_kind_under_backpressure():
     for i in range(40):
         kind = [ResponseKind.STATUS_ONLY, ResponseKind.STATUS, ResponseKind.QUEUE_FREE,
                 ResponseKind.READ][i % 4]
-        fields = {"cmd": rng.randrange(1, 0x80), "kind": kind, "status": rng.randrange(10),
+        fields = {"cmd": rng.randrange(1, 0x80), "seq": rng.randrange(256), "kind": kind,
+                  "status": rng.randrange(10),
                   "flags": rng.randrange(8), "queue_free": rng.randrange(1 << 16),
                   "results_level": rng.randrange(1 << 16), "results_done": rng.randrange(1 << 32),
                   "busy_cycles": rng.randrange(1 << 32), "read_n": rng.randrange(0, 61)}
@@ -171,7 +172,7 @@ def test_encoder_frames_every_kind_under_backpressure():
             position += fields["read_n"]
             payload = head + bytes(b for b, _ in sent) + bytes([sum(last for _, last in sent)])
         cases.append(fields)
-        expected.append(encode_frame(fields["cmd"] | RESPONSE, payload))
+        expected.append(encode_frame(fields["cmd"] | RESPONSE, payload, fields["seq"]))
     out = bytearray()
     lasts = []
 
@@ -223,14 +224,18 @@ def test_encoder_frames_every_kind_under_backpressure():
 def test_decoder_verdicts_and_committed_payloads():
     rng = random.Random(6)
     model = EchoLinkModel(64, 128, 1 << 15)
-    load = encode_frame(Command.LOAD, bytes(rng.randrange(256) for _ in range(20)))
-    infer = encode_frame(Command.INFER, encode_segments([b"abc", b"defgh"], 64)[0])
+    load = encode_frame(Command.LOAD, bytes(rng.randrange(256) for _ in range(20)), seq=1)
+    segments = encode_segments([b"abc", b"defgh"], 64)[0]
+    infer = encode_frame(Command.INFER, segments, seq=2)
     bad = bytearray(load)
     bad[6] ^= 4
-    chunks = [load, infer, bytes(bad), encode_frame(0x41), encode_frame(Command.READ, b"\x05"),
-              bytes([SOF, Command.LOAD, 0x41, 0x00]) + b"\x00" * 10, load[:9], b"\x13\x37",
-              encode_frame(Command.READ, b"\x34\x12"), encode_frame(Command.INFER, b"\x00\x00x"),
-              infer, encode_frame(Command.STATUS)]
+    again = encode_frame(Command.INFER, segments, seq=8)
+    chunks = [load, infer, bytes(bad), encode_frame(0x41, seq=3),
+              encode_frame(Command.READ, b"\x05", seq=4),
+              bytes([SOF, Command.LOAD, 5, 0x41, 0x00]) + b"\x00" * 10, load[:9], b"\x13\x37",
+              encode_frame(Command.READ, b"\x34\x12", seq=6),
+              encode_frame(Command.INFER, b"\x00\x00x", seq=7), again, again,
+              encode_frame(Command.STATUS, seq=9)]
     # the verdicts the link's responses carry (the echo core never reports an error, so an
     # accepted request's status byte is OK too)
     expected = [(frame.cmd & 0x7F, Status(frame.payload[0])) for frame in
@@ -257,12 +262,13 @@ def test_decoder_verdicts_and_committed_payloads():
         # Sampled at the clock edge: the queue writes follow the driver's bytes combinationally.
         q, r = dut.queue, dut.request
         ctx.set(r.ready, 0)
-        async for (_, _, valid, ready, cmd, verdict, arg, en, data, last, tokens, commit,
-                   rollback) in ctx.tick().sample(r.valid, r.ready, r.payload.cmd,
-                                                  r.payload.verdict, r.payload.arg, q.en, q.data,
-                                                  q.last, q.tokens, q.commit, q.rollback):
+        async for (_, _, valid, ready, cmd, verdict, arg, seq, dup, en, data, last, tokens,
+                   commit, rollback) in ctx.tick().sample(
+                       r.valid, r.ready, r.payload.cmd, r.payload.verdict, r.payload.arg,
+                       r.payload.seq, r.payload.dup, q.en, q.data, q.last, q.tokens, q.commit,
+                       q.rollback):
             if valid and ready:
-                requests.append((cmd, Status(verdict), arg))
+                requests.append((cmd, Status(verdict), arg, seq, dup))
             if en:
                 writes.append((data, last, tokens))
             if commit:
@@ -272,10 +278,11 @@ def test_decoder_verdicts_and_committed_payloads():
             ctx.set(r.ready, rng.random() < 0.2)
 
     simulate(dut, driver, background=[consumer])
-    assert [(cmd, verdict) for cmd, verdict, _ in requests] == expected
-    assert [arg for cmd, verdict, arg in requests
+    assert [(cmd, verdict) for cmd, verdict, *_ in requests] == expected
+    assert [arg for cmd, verdict, arg, *_ in requests
             if cmd == Command.READ and verdict == Status.OK] == [0x1234]  # READ's argument
-    load_bytes = [(b, int(i == 19), 0) for i, b in enumerate(load[4:-2])]
+    assert [seq for *_, seq, dup in requests if dup] == [8]  # the repeated INFER
+    load_bytes = [(b, int(i == 19), 0) for i, b in enumerate(load[5:-2])]
     infer_bytes = [(b, int(b in b"ch"), 1) for b in b"abcdefgh"]
     assert committed == load_bytes + infer_bytes + infer_bytes
 

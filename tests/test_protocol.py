@@ -8,6 +8,7 @@ import pytest
 
 from firmware.host import AcceleratorClient, DeviceError
 from firmware.protocol import (
+    LINK_VERSION,
     OVERHEAD,
     RESPONSE,
     SOF,
@@ -37,12 +38,15 @@ def test_crc16_check_value_and_residue():
 
 
 def test_frame_layout():
-    frame = encode_frame(Command.READ, b"\x10\x00")
-    assert frame[0] == SOF and frame[1] == Command.READ
-    assert frame[2:4] == b"\x02\x00" and frame[4:6] == b"\x10\x00"
+    frame = encode_frame(Command.READ, b"\x10\x00", seq=0x37)
+    assert frame[0] == SOF and frame[1] == Command.READ and frame[2] == 0x37
+    assert frame[3:5] == b"\x02\x00" and frame[5:7] == b"\x10\x00"
+    assert FrameParser().feed(frame)[0].seq == 0x37
     assert len(frame) == OVERHEAD + 2
     with pytest.raises(ValueError):
         encode_frame(0x100)
+    with pytest.raises(ValueError, match="sequence"):
+        encode_frame(Command.READ, seq=256)
     with pytest.raises(ValueError):
         encode_frame(Command.LOAD, bytes(70000))
 
@@ -53,7 +57,7 @@ def test_parser_resynchronises_after_garbage_and_bad_frames():
             for n in (0, 1, 5, 200)]
     bad_crc = bytearray(good[2])
     bad_crc[-1] ^= 1
-    oversize = bytes([SOF, 0x85, 0xFF, 0xFF])
+    oversize = bytes([SOF, 0x85, 0, 0xFF, 0xFF])
     stream = (b"\x00\x13" + good[0] + bytes(bad_crc) + good[1] + oversize + good[2] + b"\xa5"
               + good[3])
     parser = FrameParser(max_payload=256)
@@ -63,7 +67,7 @@ def test_parser_resynchronises_after_garbage_and_bad_frames():
     payloads = [f.payload for f in frames]
     # the stray SOF before the last frame swallows its start, so the last frame is found by
     # hunting from the byte after the stray marker
-    assert payloads[:4] == [good[0][4:-2], good[1][4:-2], good[2][4:-2], good[3][4:-2]]
+    assert payloads[:4] == [good[0][5:-2], good[1][5:-2], good[2][5:-2], good[3][5:-2]]
     assert parser.errors >= 2
 
 
@@ -149,7 +153,8 @@ class ScriptedLine(Transport):
 
 
 def status_payload(error=Status.OK, ready=True, idle=True):
-    return LinkStatus(error, ready, False, idle, 1, 1024, 0, 0, 0, 64, 1024, 1024).encode()
+    return LinkStatus(error, ready, False, idle, LINK_VERSION, 1024, 0, 0, 0, 64, 1024,
+                      1024).encode()
 
 
 class FakeNet:
@@ -193,7 +198,7 @@ def echo_device(results_per_read=5, load_status=Status.OK, commit_error=Status.O
             payload = bytes([0, 0, 4]) + b"".join(take) + bytes([len(take)])
         else:
             payload = bytes([Status.OK])
-        return [encode_frame(frame.cmd | RESPONSE, payload)]
+        return [encode_frame(frame.cmd | RESPONSE, payload, frame.seq)]
 
     return device
 
@@ -231,7 +236,7 @@ def test_host_detects_result_stream_out_of_step():
         if frame.cmd == Command.READ:
             payload = FrameParser().feed(out[0])[0].payload
             if len(payload) > 4:
-                return [encode_frame(frame.cmd | RESPONSE, payload[:-1] + b"\x00")]
+                return [encode_frame(frame.cmd | RESPONSE, payload[:-1] + b"\x00", frame.seq)]
         return out
 
     acc = AcceleratorClient(ScriptedLine(lying), timeout=1)
