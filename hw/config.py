@@ -76,6 +76,12 @@ class ArrayConfig:
     #: path; each stage boundary costs registers (membrane, the lanes still to come) and a
     #: drain one cycle longer at the end of each pass. `lanes`: one combinational stage.
     lif_stage_lanes: int = 1
+    #: A register stage between the step's address arithmetic (from the step memory's word)
+    #: and the activation banks' address decoding, and on the weight memory's output: two
+    #: block-RAM-to-block-RAM paths become two shorter ones, for one cycle more per tile in
+    #: the pipeline (`pysim.cycles.pipe_latency`) and about 2 * 14 + 3 * pe_cols + 8 *
+    #: pe_rows flip-flops. Off on a small FPGA whose clock is not limited there.
+    issue_stage: bool = True
 
     def __post_init__(self):
         def need(cond: bool, field: str, allowed: str):

@@ -37,7 +37,7 @@ def stage2_layout(config: ArrayConfig) -> data.StructLayout:
     LC = log2_ceil(C)
     return data.StructLayout({
         "valid": 1, "first": 1, "last": 1, "shift": isa.SHIFT_BITS, "neg": 1, "pair": 1,
-        "shift2": isa.SHIFT_BITS, "neg2": 1, "col_lo": LC, "row_lo": LC, "onehot": LC,
+        "shift2": isa.SHIFT_BITS, "neg2": 1, "onehot": LC,
         "mask": C, "up": C, "dn": C, "rot": log2_ceil(L), "seg": 2})
 
 

@@ -13,14 +13,15 @@ tracing off and the results stream always ready (tests/test_hw_accelerator.py ch
     previous tile is over (single-buffered accumulators: the first step waits); a drain
     issues one row (and bit-plane) per cycle, `1 + pe_rows * out_planes` cycles (head:
     `1 + pe_rows`, and after its last column tile `head_latency + 1` for the adder tree to
-    settle plus 4 per emitted logit), and starts `PIPE` = 3 cycles after its tile's last step
-    leaves stage 1 (operand fetch, the PE array's operand register, its accumulate stage);
+    settle plus 4 per emitted logit), and starts `pipe_latency` = 3 cycles (4 with the issue
+    stage) after its tile's last step leaves stage 1 (the issue stage, operand fetch, the PE
+    array's operand register, its accumulate stage);
     the pass ends when the last drain is idle and its last issued row has been written
     (`1 + lif_latency` cycles after the issue: the parameter register, the LIF stages);
   - max-pool pass: the array's loops without a drain: 3 row reads (x `reads`) per chunk of `k`
     outputs of one output row, with `(k, reads) = isa.maxpool_chunk(pe_cols)`
-    (k = (pe_cols - 1) // 2, one read per row from pe_cols = 4 up), plus `MAXPOOL_PIPE` = 3
-    pipeline cycles;
+    (k = (pe_cols - 1) // 2, one read per row from pe_cols = 4 up), plus `maxpool_latency` =
+    3 pipeline cycles (4 with the issue stage);
 - 1 cycle to return to idle.
 
 Utilization is reported two ways per layer (`CycleReport.layers`, `CycleReport.table`):
@@ -48,12 +49,19 @@ from hw import isa
 
 DESC_LOAD = 1 + isa.desc_words()  #: read the descriptor's program words, one per cycle
 PASS_OVERHEAD = DESC_LOAD + 2  #: descriptor load, one start cycle, one end-of-pass cycle
-#: Cycles from a tile's last step in stage 1 to its drain's first cycle: stage 2 (operand
-#: fetch), the PE array's operand register, its accumulate stage.
-PIPE = 1 + 2
-#: Cycles from a max-pool pass's last step in stage 1 to the pass's end: stage 2 ORs, the
-#: chunk's outputs are registered, then written.
-MAXPOOL_PIPE = 3
+
+
+def pipe_latency(config) -> int:
+    """Cycles from a tile's last step in stage 1 to its drain's first cycle: the issue stage
+    (`ArrayConfig.issue_stage`), stage 2 (operand fetch), the PE array's operand register, its
+    accumulate stage."""
+    return int(config.issue_stage) + 1 + 2
+
+
+def maxpool_latency(config) -> int:
+    """Cycles from a max-pool pass's last step in stage 1 to the pass's end: the issue stage,
+    stage 2 ORs, the chunk's outputs are registered, then written."""
+    return int(config.issue_stage) + 3
 
 
 @dataclass
@@ -126,14 +134,15 @@ def array_pass_cycles(config, desc: dict) -> int:
                 if head:
                     emits = head_emits(config, desc, rgl) if ct == desc["cts"] - 1 else 0
                     drain = drain_cycles(config, desc, emits)
-                    issue_end = last + PIPE + 1 + R  # the cycle after the last issue
+                    # the cycle after the last issue
+                    issue_end = last + pipe_latency(config) + 1 + R
                 else:
                     drain = drain_cycles(config, desc)
-                    issue_end = last + PIPE + drain
-                drain_end = last + PIPE + drain
+                    issue_end = last + pipe_latency(config) + drain
+                drain_end = last + pipe_latency(config) + drain
                 t = last + 1
     if maxpool:
-        return last + MAXPOOL_PIPE
+        return last + maxpool_latency(config)
     # The pass ends when the drain is idle and its last issued row has left the write-back
     # pipeline (the parameter register, then the LIF units' stages).
     return max(drain_end, issue_end + 1 + config.lif_latency)
@@ -229,7 +238,7 @@ class CycleReport:
         if not cfg.double_buffer:
             out.append(f"single-buffered accumulators: each tile waits for the previous "
                        f"tile's {drain}-cycle drain")
-        elif drain + PIPE > K and d["out_mode"] != isa.OUT_HEAD:
+        elif drain + pipe_latency(cfg) > K and d["out_mode"] != isa.OUT_HEAD:
             out.append(f"drain-bound: {drain} drain cycles per tile (R x {d['out_planes']} "
                        f"output planes) vs {K} reduction steps")
         if d["out_mode"] == isa.OUT_HEAD:
