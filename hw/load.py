@@ -47,8 +47,86 @@ def step_layout(config: ArrayConfig) -> data.StructLayout:
     return data.StructLayout({name: unsigned(n) for name, n in isa.step_bits(config).items()})
 
 
+class FieldLimitCheck(wiring.Component):
+    """Whether a descriptor or global field lies outside `isa.field_limits(config)`.
+
+    `value` is the 32-bit field completing now, `index` its position in `isa.DESC_FIELDS`
+    (with `descriptor`) or `isa.GLOBAL_FIELDS` (with `glob`); `T` is the loaded global T (with
+    lane packing, `pack * T` may not exceed the lanes; T is loaded before pack).
+    `out_of_range` is high when the field does not fit.
+
+    Latency: combinational. Cost: one check per distinct (lowest, highest) pair, on the bits
+    the limit needs (the rest must be zero; a limit of exactly 2^k needs no comparator), the
+    field number picks the verdict: no 32-bit comparators, few carry chains; with lane packing
+    a shift-and-add `pack * T` and one comparator.
+    """
+
+    def __init__(self, config: ArrayConfig):
+        self.config = config
+        super().__init__({
+            "value": In(32),
+            "index": In(8),
+            "descriptor": In(1),
+            "glob": In(1),
+            "T": In(isa.field_bits(config)["T"]),
+            "out_of_range": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, value = self.config, self.value
+        limits = isa.field_limits(cfg)
+        checks = {}
+
+        def in_range(lo, hi):
+            if (lo, hi) not in checks:
+                n = hi.bit_length()
+                low = value[:n]
+                ok = value[n:] == 0 if n < 32 else Const(1, 1)
+                if hi & (hi - 1) == 0 and hi:
+                    ok = ok & (~low[n - 1] | (low[:n - 1] == 0))  # <= 2^(n - 1)
+                elif hi != (1 << n) - 1:
+                    ok = ok & (low <= hi)
+                if lo:
+                    ok = ok & ((low >= lo) if lo > 1 else (low != 0))
+                checks[lo, hi] = Signal(name=f"in_{lo}_{hi}")
+                m.d.comb += checks[lo, hi].eq(ok)
+            return checks[lo, hi]
+
+        for name in isa.DESC_FIELDS + isa.GLOBAL_FIELDS:
+            in_range(*limits[name])  # built outside the switches below: unconditional
+        desc_ok, glob_ok = Signal(), Signal()
+        with m.Switch(self.index[:(len(isa.DESC_FIELDS) - 1).bit_length()]):
+            for i, name in enumerate(isa.DESC_FIELDS):
+                with m.Case(i):
+                    m.d.comb += desc_ok.eq(in_range(*limits[name]))
+        global_index = self.index[:(len(isa.GLOBAL_FIELDS) - 1).bit_length()]
+        with m.Switch(global_index):
+            for i, name in enumerate(isa.GLOBAL_FIELDS):
+                with m.Case(i):
+                    m.d.comb += glob_ok.eq(in_range(*limits[name]))
+        glob_bad = ~glob_ok
+        if cfg.lane_packing:
+            # pack * T by shift-and-add: at most `lanes`.
+            pack_bits = isa.field_bits(cfg)["pack"]
+            pack_lanes = sum(Mux(value[j], self.T << j, 0) for j in range(pack_bits))
+            pack_field = global_index == isa.GLOBAL_FIELDS.index("pack")
+            glob_bad = glob_bad | (pack_field & (pack_lanes > cfg.lanes))
+        m.d.comb += self.out_of_range.eq(Mux(self.descriptor, ~desc_ok, self.glob & glob_bad))
+        return m
+
+
+def _sliced(word, field: isa.BitField, width: int | None = None):
+    """Bits of `field` in `word` (an entry's bits), the low `width` of them."""
+    return word[field.lsb:field.lsb + (field.width if width is None else width)]
+
+
 class LoadParser(wiring.Component):
-    """See the module docstring. `error_set` pulses with `error` when a record fails."""
+    """See the module docstring. `error_set` pulses with `error` when a record fails.
+
+    Its parts: `FieldLimitCheck` (descriptor and global fields), `_record_sizes` (header and
+    entry length per record type), `_write_entry` (an entry into its memory or register) and
+    the framing in `elaborate` (type byte, header, entries, commit, errors)."""
 
     def __init__(self, config: ArrayConfig):
         self.config = config
@@ -70,33 +148,96 @@ class LoadParser(wiring.Component):
             "error_set": Out(1),
         })
 
+    def _record_sizes(self, m, rtype):
+        """(header bytes, entry bytes) of the record type `rtype` (`isa.RECORD_HEADER`, the
+        entry layouts; descriptor and global records take one `isa.FIELD_LAYOUT` per entry)."""
+        entry_size, header = Signal(8), Signal(8)
+        entries = ((isa.REC_WEIGHT, isa.weight_layout(self.config.pe_rows)),
+                   (isa.REC_PARAM, isa.PARAM_LAYOUT), (isa.REC_STEP, isa.STEP_LAYOUT))
+        with m.Switch(rtype):
+            for kind, layout in entries:
+                with m.Case(kind):
+                    m.d.comb += entry_size.eq(layout.nbytes)
+            with m.Default():
+                m.d.comb += entry_size.eq(isa.FIELD_LAYOUT.nbytes)
+        with m.Switch(rtype):
+            for kind, layout in isa.RECORD_HEADER.items():
+                with m.Case(kind):
+                    m.d.comb += header.eq(layout.nbytes)
+        return header, entry_size
+
+    def _step_unsupported(self, step_word):
+        """A step this array cannot execute: a paired step without the second operand path,
+        a lane rotation without lane packing."""
+        unsupported = Const(0, 1)
+        if not self.config.paired_steps:
+            unsupported = unsupported | _sliced(step_word, isa.STEP_LAYOUT["pair"])
+        if not self.config.lane_packing:
+            unsupported = unsupported | (_sliced(step_word, isa.STEP_LAYOUT["rot"]) != 0)
+        return unsupported
+
+    def _write_entry(self, m, rtype, entry_word, field, addr, nent, count, prog_row, done):
+        """The entry completing now into its memory (weight, parameter, step, program word
+        lane) or global register; `done` when it is the record's last."""
+        cfg = self.config
+        R, WB, A, M = cfg.pe_rows, cfg.weight_bits, cfg.acc_bits, cfg.membrane_bits
+        FPW, FW = isa.FIELDS_PER_WORD, isa.field_width(cfg)
+        FPB = (FPW - 1).bit_length()  # FIELDS_PER_WORD is a power of two
+        with m.Switch(rtype):
+            with m.Case(isa.REC_WEIGHT):
+                layout = isa.weight_layout(R)
+                word = entry_word(layout.nbytes)
+                m.d.comb += [self.weight.addr.eq(addr), self.weight.en.eq(1),
+                             self.weight.data.eq(Cat(*[_sliced(word, f, WB) for f in layout])),
+                             done.eq(nent + 1 == count)]
+            with m.Case(isa.REC_PARAM):
+                word = entry_word(isa.PARAM_BYTES)
+                bias = _sliced(word, isa.PARAM_LAYOUT["bias"], A)
+                threshold = _sliced(word, isa.PARAM_LAYOUT["threshold"], M)
+                m.d.comb += [self.param.addr.eq(addr), self.param.en.eq(1),
+                             self.param.data.eq(Cat(bias, threshold)),
+                             done.eq(nent + 1 == count)]
+            with m.Case(isa.REC_STEP):
+                word = entry_word(isa.STEP_BYTES)
+                m.d.comb += [self.step.addr.eq(addr), self.step.en.eq(1),
+                             self.step.data.eq(Cat(*[
+                                 _sliced(word, isa.STEP_LAYOUT[name], width)
+                                 for name, width in isa.step_bits(cfg).items()])),
+                             done.eq(nent + 1 == count)]
+            with m.Case(isa.REC_DESC):
+                m.d.comb += [self.program.addr.eq(prog_row + nent[FPB:]),
+                             self.program.en.eq(1 << nent[:FPB]),
+                             self.program.data.eq(Cat(*[field[:FW]] * FPW)),
+                             done.eq(nent + 1 == len(isa.DESC_FIELDS))]
+            with m.Case(isa.REC_GLOBAL):
+                with m.Switch(nent):
+                    for i, name in enumerate(isa.GLOBAL_FIELDS):
+                        sig = getattr(self.globals, name)
+                        with m.Case(i):
+                            m.d.sync += sig.eq(field[:len(sig)])
+                m.d.comb += done.eq(nent + 1 == len(isa.GLOBAL_FIELDS))
+
     def elaborate(self, platform):
+        # One byte per cycle through a shift register: each entry is sliced on its last byte
+        # with the layouts of `hw/isa.py`, so nothing is buffered beyond one entry.
         m = Module()
         cfg = self.config
-        R, L = cfg.pe_rows, cfg.lanes
-        WB, A, M = cfg.weight_bits, cfg.acc_bits, cfg.membrane_bits
-        PAIRED, PACKING = cfg.paired_steps, cfg.lane_packing
-        NF = len(isa.DESC_FIELDS)
-        FPW, NW, FW = isa.FIELDS_PER_WORD, isa.desc_words(), isa.field_width(cfg)
-        FPB = (FPW - 1).bit_length()  # FIELDS_PER_WORD is a power of two
-        step_fields = isa.step_bits(cfg)
-        g = self.globals
+        NW = isa.desc_words()
         ld = self.load
-        rtype = Signal(8)
-        idx = Signal(3)  # byte index within the record body (saturates: only 0 .. 5 matter)
         assert max(isa.COMMIT_BYTES, *(h.nbytes for h in isa.RECORD_HEADER.values())) < 7
         # Descriptor and global records: one FIELD_LAYOUT entry per field, in order.
         assert all(f.lsb == 8 * isa.FIELD_LAYOUT.nbytes * i and f.width == 32
                    for layout in (isa.DESC_LAYOUT, isa.GLOBAL_LAYOUT)
                    for i, f in enumerate(layout))
-        weight_layout = isa.weight_layout(R)
+        rtype = Signal(8)
+        idx = Signal(3)  # byte index within the record body (saturates: only 0 .. 5 matter)
         ent = Signal(8)  # byte index within the current entry
         nent = Signal(8)  # entries completed (a record holds at most 255)
         count = Signal(isa.ENTRIES_HEADER["count"].width)
         base = Signal(max(isa.ENTRIES_HEADER["addr"].width, isa.DESC_HEADER["index"].width))
         prog_row = Signal(range(cfg.program_depth * NW + 1))  # first word of the descriptor
         # The widest entry: a step or a weight word (R bytes).
-        SRW = 8 * max(isa.STEP_BYTES, isa.PARAM_BYTES, isa.COMMIT_BYTES, R)
+        SRW = 8 * max(isa.STEP_BYTES, isa.PARAM_BYTES, isa.COMMIT_BYTES, cfg.pe_rows)
         sr = Signal(SRW)
         records = Signal(16)
         checksum = Signal(16)
@@ -106,22 +247,7 @@ class LoadParser(wiring.Component):
         m.d.comb += ld.ready.eq(~self.busy)
         byte = ld.payload.data
         sr_next = Cat(sr[8:], byte)  # little-endian assembly, newest byte at the top
-        entry_size = Signal(8)
-        header = Signal(8)
-        with m.Switch(rtype):
-            for kind, layout in ((isa.REC_WEIGHT, weight_layout), (isa.REC_PARAM,
-                                 isa.PARAM_LAYOUT), (isa.REC_STEP, isa.STEP_LAYOUT)):
-                with m.Case(kind):
-                    m.d.comb += entry_size.eq(layout.nbytes)
-            with m.Default():
-                m.d.comb += entry_size.eq(isa.FIELD_LAYOUT.nbytes)
-        with m.Switch(rtype):
-            for kind, layout in isa.RECORD_HEADER.items():
-                with m.Case(kind):
-                    m.d.comb += header.eq(layout.nbytes)
-
-        limits = isa.field_limits(cfg)
-        out_of_range = Signal()  # the entry completing now holds a field outside `limits`
+        header, entry_size = self._record_sizes(m, rtype)
 
         def fail(code):
             """Report `code` now; drop the rest of the chunk and refuse the next commit."""
@@ -131,66 +257,15 @@ class LoadParser(wiring.Component):
         def entry_word(size):
             return sr_next[SRW - 8 * size:]
 
-        def sliced(word, field, width=None):
-            """Bits of `field` (an `isa.BitField`) in `word`, the low `width` of them."""
-            return word[field.lsb:field.lsb + (field.width if width is None else width)]
-
-        # Range check of the 32-bit field completing at this byte (descriptor or global
-        # record), against `isa.field_limits`; decoded once, outside the parser's branches.
-        field = sliced(entry_word(isa.FIELD_LAYOUT.nbytes), isa.FIELD_LAYOUT["value"])
-        # Each distinct (lowest, highest) pair is checked once, on the bits its limit needs
-        # (the rest must be zero; a limit of exactly 2^k needs no comparator), and the field
-        # number picks the verdict: no 32-bit comparators, few carry chains.
-        checks = {}
-
-        def in_range(lo, hi):
-            if (lo, hi) not in checks:
-                n = hi.bit_length()
-                low = field[:n]
-                ok = field[n:] == 0 if n < 32 else Const(1, 1)
-                if hi & (hi - 1) == 0 and hi:
-                    ok = ok & (~low[n - 1] | (low[:n - 1] == 0))  # <= 2^(n - 1)
-                elif hi != (1 << n) - 1:
-                    ok = ok & (low <= hi)
-                if lo:
-                    ok = ok & ((low >= lo) if lo > 1 else (low != 0))
-                checks[lo, hi] = Signal(name=f"in_{lo}_{hi}")
-                m.d.comb += checks[lo, hi].eq(ok)
-            return checks[lo, hi]
-
-        for name in isa.DESC_FIELDS + isa.GLOBAL_FIELDS:
-            in_range(*limits[name])  # built outside the switches below: unconditional
-        desc_ok, glob_ok = Signal(), Signal()
-        with m.Switch(nent[:6]):
-            for i, name in enumerate(isa.DESC_FIELDS):
-                with m.Case(i):
-                    m.d.comb += desc_ok.eq(in_range(*limits[name]))
-        with m.Switch(nent[:3]):
-            for i, name in enumerate(isa.GLOBAL_FIELDS):
-                with m.Case(i):
-                    m.d.comb += glob_ok.eq(in_range(*limits[name]))
-        field_bad = ~desc_ok
-        glob_bad = ~glob_ok
-        if PACKING:
-            # pack * T (T is loaded before pack) by shift-and-add: at most `lanes`.
-            pack_lanes = sum(Mux(field[j], g.T << j, 0) for j in range(len(g.pack)))
-            pack_field = nent[:3] == isa.GLOBAL_FIELDS.index("pack")
-            glob_bad = glob_bad | (pack_field & (pack_lanes > L))
-        m.d.comb += out_of_range.eq(Mux(rtype == isa.REC_DESC, field_bad,
-                                        (rtype == isa.REC_GLOBAL) & glob_bad))
-        # A step this array cannot execute: a paired step without the second operand path, a
-        # lane rotation without lane packing.
-        step_word = entry_word(isa.STEP_BYTES)
-        unsupported = Const(0, 1)
-
-        def step_field(name):
-            return sliced(step_word, isa.STEP_LAYOUT[name])
-
-        if not PAIRED:
-            unsupported = unsupported | step_field("pair")
-        if not PACKING:
-            unsupported = unsupported | (step_field("rot") != 0)
-        unsupported = (rtype == isa.REC_STEP) & unsupported
+        # The descriptor or global field completing at this byte, checked against
+        # `isa.field_limits` outside the parser's branches.
+        field = _sliced(entry_word(isa.FIELD_LAYOUT.nbytes), isa.FIELD_LAYOUT["value"])
+        m.submodules.field_check = check = FieldLimitCheck(cfg)
+        m.d.comb += [check.value.eq(field), check.index.eq(nent), check.T.eq(self.globals.T),
+                     check.descriptor.eq(rtype == isa.REC_DESC),
+                     check.glob.eq(rtype == isa.REC_GLOBAL)]
+        unsupported = ((rtype == isa.REC_STEP)
+                       & self._step_unsupported(entry_word(isa.STEP_BYTES)))
 
         with m.If(ld.valid & ld.ready):
             with m.If(discard):
@@ -215,10 +290,10 @@ class LoadParser(wiring.Component):
                     # count, or a descriptor's index.
                     with m.If(idx == header - 1):
                         entries = entry_word(isa.ENTRIES_HEADER.nbytes)
-                        first = sliced(entries, isa.ENTRIES_HEADER["addr"])
-                        n_entries = sliced(entries, isa.ENTRIES_HEADER["count"])
-                        index = sliced(entry_word(isa.DESC_HEADER.nbytes),
-                                       isa.DESC_HEADER["index"])
+                        first = _sliced(entries, isa.ENTRIES_HEADER["addr"])
+                        n_entries = _sliced(entries, isa.ENTRIES_HEADER["count"])
+                        index = _sliced(entry_word(isa.DESC_HEADER.nbytes),
+                                        isa.DESC_HEADER["index"])
                         m.d.sync += [base.eq(Mux(rtype == isa.REC_DESC, index, first)),
                                      count.eq(n_entries)]
                         limit = Signal(17)
@@ -244,51 +319,18 @@ class LoadParser(wiring.Component):
                     m.d.sync += ent.eq(Mux(entry_done, 0, ent + 1))
                     with m.If(entry_done):
                         m.d.sync += nent.eq(nent + 1)
-                        addr = base + nent
-                        with m.Switch(rtype):
-                            with m.Case(isa.REC_WEIGHT):
-                                word = entry_word(weight_layout.nbytes)
-                                m.d.comb += [self.weight.addr.eq(addr), self.weight.en.eq(1),
-                                             self.weight.data.eq(Cat(*[sliced(word, f, WB)
-                                                                       for f in weight_layout]))]
-                                m.d.comb += done.eq(nent + 1 == count)
-                            with m.Case(isa.REC_PARAM):
-                                word = entry_word(isa.PARAM_BYTES)
-                                bias = sliced(word, isa.PARAM_LAYOUT["bias"], A)
-                                thr = sliced(word, isa.PARAM_LAYOUT["threshold"], M)
-                                m.d.comb += [self.param.addr.eq(addr), self.param.en.eq(1),
-                                             self.param.data.eq(Cat(bias, thr))]
-                                m.d.comb += done.eq(nent + 1 == count)
-                            with m.Case(isa.REC_STEP):
-                                m.d.comb += [self.step.addr.eq(addr), self.step.en.eq(1),
-                                             self.step.data.eq(Cat(*[
-                                                 step_field(name)[:width]
-                                                 for name, width in step_fields.items()]))]
-                                m.d.comb += done.eq(nent + 1 == count)
-                            with m.Case(isa.REC_DESC):
-                                m.d.comb += [self.program.addr.eq(prog_row + nent[FPB:]),
-                                             self.program.en.eq(1 << nent[:FPB]),
-                                             self.program.data.eq(Cat(*[field[:FW]] * FPW))]
-                                m.d.comb += done.eq(nent + 1 == NF)
-                            with m.Case(isa.REC_GLOBAL):
-                                with m.Switch(nent):
-                                    for i, name in enumerate(isa.GLOBAL_FIELDS):
-                                        sig = getattr(g, name)
-                                        with m.Case(i):
-                                            m.d.sync += sig.eq(field[:len(sig)])
-                                m.d.comb += done.eq(nent + 1 == len(isa.GLOBAL_FIELDS))
-                            with m.Case(isa.REC_COMMIT):
-                                pass
-                    with m.If(entry_done & (out_of_range | unsupported)):
+                        self._write_entry(m, rtype, entry_word, field, base + nent, nent,
+                                          count, prog_row, done)
+                    with m.If(entry_done & (check.out_of_range | unsupported)):
                         # A field beyond this array's memories or lanes: refuse the program.
                         m.d.sync += fail(Status.DOES_NOT_FIT)
                     with m.Elif(rtype == isa.REC_COMMIT):
                         with m.If(idx == isa.COMMIT_BYTES - 1):
                             word = entry_word(isa.COMMIT_BYTES)
-                            passes = sliced(word, isa.COMMIT_LAYOUT["passes"])
+                            passes = _sliced(word, isa.COMMIT_LAYOUT["passes"])
                             ok = (~bad
-                                  & (sliced(word, isa.COMMIT_LAYOUT["records"]) == records)
-                                  & (sliced(word, isa.COMMIT_LAYOUT["checksum"]) == checksum)
+                                  & (_sliced(word, isa.COMMIT_LAYOUT["records"]) == records)
+                                  & (_sliced(word, isa.COMMIT_LAYOUT["checksum"]) == checksum)
                                   & (passes != 0) & (passes <= cfg.program_depth))
                             m.d.sync += [self.n_passes.eq(passes), self.ready.eq(ok),
                                          bad.eq(0),
