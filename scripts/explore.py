@@ -23,7 +23,18 @@ more than any on-chip configuration), so cycles are those of the array, not of a
 weight width changes resources and Fmax, not cycles (one weight per lane per cycle at any width).
 
 Points run in parallel (a process pool on the local cores, or Dask with `--dask`), with a tqdm
-progress bar. Each point's result is cached as JSON under `build/explore/cache/`, keyed by a
+progress bar. A Dask worker needs (tests/test_explore_dask.py starts one):
+- this project importable (`pip install -e '.[cluster]'` in its environment, or `PYTHONPATH`
+  at a checkout of the same sources): tasks name `scripts.explore.evaluate` and
+  `scripts.explore.sops_task`, which the worker imports;
+- the client's working directory at the same path (a shared file system): a task changes to
+  it and writes its cache entry (and, with synthesis, its build folder) below `--out` there;
+- for synthesis, the YoWASP tools (`pip install -e '.[synth]'`); `--no-synth` needs none;
+- `dask[distributed]` of the client's version (the `cluster` extra, also in `dev`).
+Start one with `dask scheduler` and `dask worker tcp://SCHEDULER:8786 --nthreads 1` (a point
+is one process's work: Yosys and nextpnr run one thread each).
+
+Each point's result is cached as JSON under `build/explore/cache/`, keyed by a
 hash of the point, the device, the workloads, the tool versions and the sources of `hw/`,
 `pysim/` and this flow, so an interrupted sweep resumes where it stopped. Results: `results.csv`,
 `results.json`, `results.md` and `pareto.png` (cycles per inference against LUTs, coloured by
@@ -365,6 +376,11 @@ def run_tasks(function, tasks, jobs: int, dask_address: str | None, what: str,
     if dask_address:
         from dask.distributed import Client, as_completed
 
+        if function.__module__ == "__main__":
+            raise ValueError(f"{function.__name__} is defined in __main__, which a Dask worker "
+                             "cannot import; run `python -m scripts.explore`, which hands over "
+                             "to the module scripts.explore")
+
         with Client(dask_address) as client:
             futures = client.map(function, [tasks[i] for i in order], pure=False)
             index = {future.key: i for i, future in zip(order, futures, strict=True)}
@@ -574,4 +590,9 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as the importable module `scripts.explore`, not as `__main__`: Dask pickles a task's
+    # function by reference (`scripts.explore.evaluate`), which a worker imports; it cannot
+    # import `__main__.evaluate` (the worker's `__main__` is its own command line).
+    from scripts.explore import main as _main
+
+    sys.exit(_main())
