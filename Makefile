@@ -25,7 +25,7 @@ export OPENFPGALOADER ?= true
 export DFU_SUFFIX ?= true
 export PYTHONHASHSEED := 0
 
-.PHONY: all venv iverilog test test-fast sim eval train lint synth explore bench fuzz sparsity clean
+.PHONY: all venv iverilog test test-fast sim eval train lint synth explore bench fuzz soak sparsity clean
 
 all: test
 
@@ -82,6 +82,8 @@ MINUTES ?= 30
 SEED ?= 0
 fuzz: $(STAMP)
 	$(PY) -m tb.fuzz $(if $(CONFIG),--config $(CONFIG),--config hw/configs/default.json --config hw/configs/small.json) --minutes $(MINUTES) --seed $(SEED)
+soak: $(STAMP)
+	$(PY) -m tb.soak --seed $(SEED) $(if $(CONFIG),--config $(CONFIG))
 
 synth: $(STAMP)
 	$(PY) -m scripts.synth --board $(BOARD)

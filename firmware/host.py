@@ -113,7 +113,8 @@ class AcceleratorClient:
         self.seq = 0  # of the last request sent
         self.parser = FrameParser()
         self.pending: list[Frame] = []
-        #: responses that answered no request of ours (after garbage on the line), kept for tests
+        #: responses that answered no request of ours (garbage on the line, damaged requests,
+        #: late answers to an earlier attempt), kept for tests and soak statistics
         self.unsolicited: list[Frame] = []
         self.compiled = None
         self.max_payload = 0xFFFF  # until the device says
@@ -184,11 +185,11 @@ class AcceleratorClient:
                 damaged = len(frame.payload) == 1 and frame.payload[0] in damage
                 if frame.cmd == cmd | RESPONSE and frame.seq == seq and not damaged:
                     return frame
+                self.unsolicited.append(frame)
                 if damaged and frame.cmd & RESPONSE:
                     # Our request, or (a bit flipped in its command or sequence number) what
                     # the device made of it: we have only one request outstanding.
                     return f"the device answered {Status(frame.payload[0]).name}"
-                self.unsolicited.append(frame)
             if self.parser.errors != errors:
                 return "a response failed its CRC"
             if frame is None:
