@@ -86,6 +86,28 @@ def test_random_network_bit_exact_on_icarus(built, family):
         np.testing.assert_array_equal(value, reference[name][0], err_msg=name)
 
 
+def test_make_sim_runner_on_icarus(built, tmp_path):
+    """`make sim SIM=icarus` end to end (its runner, `tb.run_sim --sim icarus`) on an exported
+    random network of the digits' input shape: exit 0, the report names Icarus, the first 2
+    test images agree with the golden model and the busy cycles with the cycle model."""
+    import json
+
+    from tb import run_sim
+
+    model = random_int_model("sew", seed=4, T=4, size=8, dim=8, classes=10, pixel_bits=5)
+    model.save(tmp_path / "tiny")
+    config = tmp_path / "icarus_small.json"
+    config.write_text(CONFIG.to_json())
+    out = tmp_path / "report.json"
+    assert run_sim.main(["--model", str(tmp_path / "tiny.json"), "--config", str(config),
+                         "--images", "2", "--sim", "icarus", "--out", str(out),
+                         "--no-progress"]) == 0
+    report = json.loads(out.read_text())
+    assert report["simulator"] == "icarus" and report["config"] == CONFIG.name
+    assert report["images"] == 2 and report["mismatches"] == 0 and report["cycle_model_equal"]
+    assert report["cocotb_passed"]
+
+
 def test_corrupted_weight_is_caught_on_icarus(built):
     """Negative control: one flipped head weight bit in a well-formed load image makes the
     Icarus RTL disagree with the golden model."""
