@@ -6,7 +6,8 @@ A small array (`hw/configs/small.json` renamed `icarus_small`, so its build fold
 `build/cosim/icarus_small_<hash>/sim_icarus/`, is used by no other test file) runs tiny random
 networks through the host firmware; the PE array and LIF block tests run on Icarus too
 (`build/cocotb/blocks_blk_icarus_<hash>/sim_icarus/`). Negative controls: a flipped weight bit
-is caught, and compiling as Verilog-2005 is shown to be needed (on a tiny design).
+is caught, and both Icarus fixes are shown to be needed: the bench's settling time, and
+compiling as Verilog-2005 (on a tiny design).
 """
 
 import os
@@ -129,6 +130,16 @@ def test_corrupted_weight_is_caught_on_icarus(built):
         judged = compare(expected, acc.measure(x, progress=False), np.zeros(len(x)),
                          per_inference_cycles(net))
     assert judged["mismatches"] >= 1 and not judged["passed"]
+
+
+def test_bench_must_settle_before_starting(built, monkeypatch):
+    """Why `tb.bench.TB` waits 1 ns before the clock and the stream models start: started at
+    time 0 (`TB_SETTLE_NS=0`, as the old bench did), the models' first edge reads X from the
+    link's outputs on Icarus and the simulation never serves."""
+    monkeypatch.setenv("TB_SETTLE_NS", "0")
+    with pytest.raises(RuntimeError, match="not serving"):
+        Session(built, timeout=0.5)
+    assert "Logic('X')" in (built.directory / "sim_icarus.log").read_text()
 
 
 class HeldState(wiring.Component):
