@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, ResetInserter, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal
 from amaranth.lib import enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -10,15 +10,17 @@ from firmware.protocol import LINK_CRC, LINK_VERSION, RESPONSE, SOF, STATUS_BYTE
 from hw.link_common import BYTE_LAST, ResponseKind, response_layout
 
 
-class EncoderState(enum.Enum, shape=3):
+class EncoderState(enum.Enum, shape=4):
     SOF = 0  #: waiting for a response; its start marker goes out first
     CMD = 1
     SEQ = 2
     LEN0 = 3
     LEN1 = 4
-    BODY = 5
-    CRC0 = 6
-    CRC1 = 7
+    HEAD = 5  #: the payload bytes the descriptor holds (all of them but READ's data and ends)
+    DATA = 6  #: READ: result bytes
+    ENDS = 7  #: READ: the count of results that ended in them
+    CRC0 = 8
+    CRC1 = 9
 
 
 class ResponseEncoder(wiring.Component):
@@ -56,19 +58,21 @@ class ResponseEncoder(wiring.Component):
         crc = LINK_CRC.create()
         # Restarted by a synchronous reset between frames (cheaper than its `start` input).
         m.submodules.crc = ResetInserter(state == EncoderState.SOF)(crc)
-        index = Signal(range(self.max_payload + 1))  # payload byte being sent
+        index = Signal(range(STATUS_BYTES))  # HEAD: payload byte being sent
+        left = Signal(range(self.max_payload + 1))  # DATA: result bytes still to send
         ends = Signal(8)  # READ: results ending in the bytes sent so far (saturating)
         is_read = resp.kind == ResponseKind.READ
-        length = Signal(range(self.max_payload + 1))
+        length = Signal(range(self.max_payload + 1))  # the payload's
+        head_last = Signal(range(STATUS_BYTES))  # index of the last HEAD byte
         with m.Switch(resp.kind):
             with m.Case(ResponseKind.STATUS_ONLY):
-                m.d.comb += length.eq(1)
+                m.d.comb += [length.eq(1), head_last.eq(0)]
             with m.Case(ResponseKind.STATUS):
-                m.d.comb += length.eq(STATUS_BYTES)
+                m.d.comb += [length.eq(STATUS_BYTES), head_last.eq(STATUS_BYTES - 1)]
             with m.Case(ResponseKind.QUEUE_FREE):
-                m.d.comb += length.eq(3)
+                m.d.comb += [length.eq(3), head_last.eq(2)]
             with m.Case(ResponseKind.READ):
-                m.d.comb += length.eq(resp.read_n + 4)
+                m.d.comb += [length.eq(resp.read_n + 4), head_last.eq(2)]
 
         def little(value, count):
             return [value[8 * i:8 * i + 8] for i in range(count)]
@@ -85,33 +89,27 @@ class ResponseEncoder(wiring.Component):
         assert len(status_payload) == STATUS_BYTES
         short_payload = [resp.status] + little(resp.queue_free, 2)
 
-        # The payload byte at `index`, and whether it can go out now.
-        value = Signal(8)
-        ready = Signal()
-        in_data = is_read & (index >= 3) & (index < resp.read_n + 3)
-        with m.If(in_data):
-            m.d.comb += [value.eq(self.results.payload.data), ready.eq(self.results.valid)]
-        with m.Elif(is_read & (index == resp.read_n + 3)):
-            m.d.comb += [value.eq(ends), ready.eq(1)]
-        with m.Else():
-            m.d.comb += ready.eq(1)
-            with m.Switch(Cat(index[:5], resp.kind == ResponseKind.STATUS)):
-                for i, byte in enumerate(short_payload):
-                    with m.Case(i):
-                        m.d.comb += value.eq(byte)
-                for i, byte in enumerate(status_payload):
-                    with m.Case(32 + i):
-                        m.d.comb += value.eq(byte)
+        # The HEAD byte at `index`.
+        head = Signal(8)
+        with m.Switch(Cat(index, resp.kind == ResponseKind.STATUS)):
+            for i, byte in enumerate(short_payload):
+                with m.Case(i):
+                    m.d.comb += head.eq(byte)
+            for i, byte in enumerate(status_payload):
+                with m.Case(1 << len(index) | i):
+                    m.d.comb += head.eq(byte)
 
         sent = tx.valid & tx.ready
         # The CRC covers the bytes from the command to the last payload byte.
         m.d.comb += [
             crc.data.eq(tx.payload.data),
-            crc.valid.eq(sent & (state != EncoderState.SOF) & (state != EncoderState.CRC0)
-                         & (state != EncoderState.CRC1)),
+            crc.valid.eq(sent & ~state.as_value().matches(EncoderState.SOF, EncoderState.CRC0,
+                                                          EncoderState.CRC1)),
         ]
         with m.If(state == EncoderState.SOF):
-            m.d.sync += [index.eq(0), ends.eq(0)]
+            m.d.sync += [index.eq(0), ends.eq(0), left.eq(resp.read_n)]
+        after_head = Mux(~is_read, EncoderState.CRC0,
+                         Mux(resp.read_n == 0, EncoderState.ENDS, EncoderState.DATA))
 
         def send(byte, then, valid=1, last=0):
             m.d.comb += [tx.valid.eq(valid), tx.payload.data.eq(byte), tx.payload.last.eq(last)]
@@ -128,17 +126,24 @@ class ResponseEncoder(wiring.Component):
             with m.Case(EncoderState.LEN0):
                 send(length[:8], EncoderState.LEN1)
             with m.Case(EncoderState.LEN1):
-                send(length >> 8, EncoderState.BODY)
-            with m.Case(EncoderState.BODY):
-                m.d.comb += [tx.valid.eq(ready), tx.payload.data.eq(value)]
+                send(length >> 8, EncoderState.HEAD)
+            with m.Case(EncoderState.HEAD):
+                send(head, EncoderState.HEAD)
                 with m.If(sent):
                     m.d.sync += index.eq(index + 1)
-                    with m.If(in_data):
-                        m.d.comb += self.results.ready.eq(1)
-                        with m.If(self.results.payload.last & (ends != 0xFF)):
-                            m.d.sync += ends.eq(ends + 1)
-                    with m.If(index == length - 1):
-                        m.d.sync += state.eq(EncoderState.CRC0)
+                    with m.If(index == head_last):
+                        m.d.sync += state.eq(after_head)
+            with m.Case(EncoderState.DATA):
+                send(self.results.payload.data, EncoderState.DATA, valid=self.results.valid)
+                m.d.comb += self.results.ready.eq(tx.ready)
+                with m.If(sent):
+                    m.d.sync += left.eq(left - 1)
+                    with m.If(self.results.payload.last & (ends != 0xFF)):
+                        m.d.sync += ends.eq(ends + 1)
+                    with m.If(left == 1):
+                        m.d.sync += state.eq(EncoderState.ENDS)
+            with m.Case(EncoderState.ENDS):
+                send(ends, EncoderState.CRC0)
             with m.Case(EncoderState.CRC0):
                 send(crc.crc[8:], EncoderState.CRC1)
             with m.Case(EncoderState.CRC1):

@@ -92,12 +92,14 @@ def malformed(kind: str, rng: random.Random, seq: int, load_chunk: bytes, tokens
 def soak(frames: int = 10_000, inferences: int = 1_000, seed: int = 0,
          model_name: str = "spikformer", config_path: str | Path | None = None,
          batch: int = 25, reload_every: int = 8, progress: bool = True,
-         tamper: bool = False, build_folder: str | None = None) -> dict:
+         tamper: bool = False, build_folder: str | None = None,
+         timeout_cycles: int = 1 << 10) -> dict:
     """Run the soak on the cosimulated RTL; return the report (see the module docstring).
 
-    `build_folder` names the Verilator build under `build/cosim/` (default: the one `make sim`
-    uses for the configuration); `tamper` (a negative control for tests) changes one expected
-    logit by one."""
+    The RTL is built in `build/cosim/<build_folder>` (default `soak_<config>_<hash>`) with a
+    frame timeout of `timeout_cycles` (1024: a frame cut short is answered quickly; requests
+    arrive back to back in the cosimulation); `tamper` (a negative control for tests) changes
+    one expected logit by one."""
     from firmware.host import DeviceError, LinkError
     from firmware.protocol import ProtocolError
     from firmware.transport import TransportError
@@ -105,7 +107,7 @@ def soak(frames: int = 10_000, inferences: int = 1_000, seed: int = 0,
     from hw.config import ArrayConfig
     from pysim import golden
     from pysim.data import digits_test
-    from tb.session import Session, build
+    from tb.session import Session, build, build_name
 
     rng = random.Random(seed)
     model = cli.load_model(model_name)
@@ -125,10 +127,11 @@ def soak(frames: int = 10_000, inferences: int = 1_000, seed: int = 0,
     lost = Counter()
     got = np.full(expected.shape, np.iinfo(np.int64).min, dtype=np.int64)
     start = time.monotonic()
-    built = build(config, build_folder)
+    built = build(config, build_folder or f"soak_{build_name(config)}",
+                  timeout_cycles=timeout_cycles)
     with Session(built) as session:
         acc = session.accelerator(timeout=300)
-        acc.response_timeout = 20.0 * session.slowdown
+        acc.response_timeout = 10.0 * session.slowdown
         acc.retries = 6
         owed = 0.0
 
