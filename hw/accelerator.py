@@ -67,7 +67,7 @@ from .load import LoadParser, step_layout
 from .operands import MaxPoolOr, OperandFetch
 from .pe import PeArray
 from .sequencer import LoopSequencer, StepIssue
-from .streams import BYTE_STREAM
+from .streams import BYTE_STREAM, StreamRegister
 from .tokens import TokenInput
 from .unpack import InputUnpacker
 
@@ -151,7 +151,11 @@ class _Core(wiring.Component):
         with m.If(tin.error_set):  # after the loader's: an input's error wins
             m.d.sync += error.eq(tin.error)
 
-        wiring.connect(m, wiring.flipped(self.load), loader.load)
+        # The load bytes come from the host link's queue memory: registered before the
+        # parser's field checks (not a path from that block RAM to the loaded registers).
+        m.submodules.load_register = load_register = StreamRegister()
+        wiring.connect(m, wiring.flipped(self.load), load_register.i)
+        wiring.connect(m, load_register.o, loader.load)
         wiring.connect(m, wiring.flipped(self.tokens), tin.tokens)
         m.d.comb += [tin.loaded.eq(loader.ready), tin.n_pixels.eq(loader.globals.n_pixels),
                      unpack.globals.eq(loader.globals), unpack.lane_group.eq(lanes.group),

@@ -85,7 +85,11 @@ class InputUnpacker(wiring.Component):
             with m.State("WRITE"):
                 m.d.comb += [wr.en.eq(1), wr.addr.eq(plane_addr)]
                 if PACKING:
-                    m.d.comb += [self.rd_index.eq(pixel + 1), wr.word.eq(planes[plane[:3]])]
+                    m.d.comb += self.rd_index.eq(pixel + 1)
+                    with m.Switch(plane[:3]):  # a select, not an index (no multiplier)
+                        for b in range(8):
+                            with m.Case(b):
+                                m.d.comb += wr.word.eq(planes[b])
                 else:
                     m.d.comb += [self.rd_index.eq(pixel),
                                  wr.word.eq(Mux(self.rd_data.bit_select(plane[:3], 1),
