@@ -230,7 +230,12 @@ def _run(argv: list[str], cwd: Path, env: dict, log: str) -> None:
 
 
 def synthesize(config: ArrayConfig, device: str, work: Path) -> dict:
-    """Yosys + nextpnr of the board bridge with `config`; cell counts, placed use, Fmax."""
+    """Yosys + nextpnr of the board bridge with `config`; cell counts, placed use, Fmax.
+
+    Yosys reads the device's board script first (`Board.after_read`: on the iCE40 the weight
+    and step memories go to SPRAM, as in `make synth`; everywhere, no read-before-write
+    emulation), so a point is mapped as its board build would be."""
+    from hw.boards import get_board
     from hw.boards.boards import ECP5_LUT_MAPPING
     from hw.boards.bridge import bridge_verilog
     from scripts.synth import parse_pnr_report, parse_yosys_stat
@@ -242,7 +247,8 @@ def synthesize(config: ArrayConfig, device: str, work: Path) -> dict:
     # ECP5: classic ABC for the LUTs, see hw/boards/boards.py (a Yosys 0.70 ABC9 assertion).
     synth = ("synth_ice40 -dsp -spram -top top" if family == "ice40"
              else f"synth_ecp5 -top top -run begin:map_luts\n{ECP5_LUT_MAPPING}")
-    (work / "top.ys").write_text(f"read_verilog top.v\n{synth}\n"
+    after_read = get_board(spec["board"]).after_read
+    (work / "top.ys").write_text(f"read_verilog top.v\n{after_read}\n{synth}\n"
                                  "tee -q -o stat.json stat -json\nwrite_json top.json\n")
     env = _tool_env()
     start = time.monotonic()
