@@ -19,7 +19,7 @@ Cost: a shift register of the widest entry (96 bits, or 8 * pe_rows), record cou
 range check per distinct field limit (on the bits the limit needs), no multipliers.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -116,9 +116,19 @@ class FieldLimitCheck(wiring.Component):
         return m
 
 
-def _sliced(word, field: isa.BitField, width: int | None = None):
-    """Bits of `field` in `word` (an entry's bits), the low `width` of them."""
-    return word[field.lsb:field.lsb + (field.width if width is None else width)]
+def record_struct(layout: isa.Layout) -> data.StructLayout:
+    """The gateware's view of a load-record entry: `layout`'s fields at their bit offsets
+    (gaps as padding), signed where the layout says; `data.View(record_struct(l), bits)`
+    reads the fields of an entry's bits."""
+    fields, at = {}, 0
+    for f in sorted(layout, key=lambda f: f.lsb):
+        if f.lsb > at:
+            fields[f"_pad{at}"] = unsigned(f.lsb - at)
+        fields[f.name] = signed(f.width) if f.signed else unsigned(f.width)
+        at = f.msb
+    if at < 8 * layout.nbytes:
+        fields[f"_pad{at}"] = unsigned(8 * layout.nbytes - at)
+    return data.StructLayout(fields)
 
 
 class LoadParser(wiring.Component):
@@ -166,17 +176,17 @@ class LoadParser(wiring.Component):
                     m.d.comb += header.eq(layout.nbytes)
         return header, entry_size
 
-    def _step_unsupported(self, step_word):
-        """A step this array cannot execute: a paired step without the second operand path,
-        a lane rotation without lane packing."""
+    def _step_unsupported(self, step):
+        """A step (a view of `isa.STEP_LAYOUT`) this array cannot execute: a paired step
+        without the second operand path, a lane rotation without lane packing."""
         unsupported = Const(0, 1)
         if not self.config.paired_steps:
-            unsupported = unsupported | _sliced(step_word, isa.STEP_LAYOUT["pair"])
+            unsupported = unsupported | step.pair
         if not self.config.lane_packing:
-            unsupported = unsupported | (_sliced(step_word, isa.STEP_LAYOUT["rot"]) != 0)
+            unsupported = unsupported | (step.rot != 0)
         return unsupported
 
-    def _write_entry(self, m, rtype, entry_word, field, addr, nent, count, prog_row, done):
+    def _write_entry(self, m, rtype, entry, field, addr, nent, count, prog_row, done):
         """The entry completing now into its memory (weight, parameter, step, program word
         lane) or global register; `done` when it is the record's last."""
         cfg = self.config
@@ -186,23 +196,21 @@ class LoadParser(wiring.Component):
         with m.Switch(rtype):
             with m.Case(isa.REC_WEIGHT):
                 layout = isa.weight_layout(R)
-                word = entry_word(layout.nbytes)
+                word = entry(layout)
                 m.d.comb += [self.weight.addr.eq(addr), self.weight.en.eq(1),
-                             self.weight.data.eq(Cat(*[_sliced(word, f, WB) for f in layout])),
+                             self.weight.data.eq(Cat(*[word[f.name][:WB] for f in layout])),
                              done.eq(nent + 1 == count)]
             with m.Case(isa.REC_PARAM):
-                word = entry_word(isa.PARAM_BYTES)
-                bias = _sliced(word, isa.PARAM_LAYOUT["bias"], A)
-                threshold = _sliced(word, isa.PARAM_LAYOUT["threshold"], M)
+                param = entry(isa.PARAM_LAYOUT)
                 m.d.comb += [self.param.addr.eq(addr), self.param.en.eq(1),
-                             self.param.data.eq(Cat(bias, threshold)),
+                             self.param.data.eq(Cat(param.bias[:A], param.threshold[:M])),
                              done.eq(nent + 1 == count)]
             with m.Case(isa.REC_STEP):
-                word = entry_word(isa.STEP_BYTES)
+                step = entry(isa.STEP_LAYOUT)
                 m.d.comb += [self.step.addr.eq(addr), self.step.en.eq(1),
                              self.step.data.eq(Cat(*[
-                                 _sliced(word, isa.STEP_LAYOUT[name], width)
-                                 for name, width in isa.step_bits(cfg).items()])),
+                                 step[name][:width] for name, width in isa.step_bits(cfg).items()
+                             ])),
                              done.eq(nent + 1 == count)]
             with m.Case(isa.REC_DESC):
                 m.d.comb += [self.program.addr.eq(prog_row + nent[FPB:]),
@@ -254,18 +262,18 @@ class LoadParser(wiring.Component):
             m.d.comb += [self.error.eq(code), self.error_set.eq(1)]
             return [bad.eq(1), in_body.eq(0), discard.eq(~ld.payload.last)]
 
-        def entry_word(size):
-            return sr_next[SRW - 8 * size:]
+        def entry(layout):
+            """The entry completing at this byte, a view of `layout` (`record_struct`)."""
+            return data.View(record_struct(layout), sr_next[SRW - 8 * layout.nbytes:])
 
         # The descriptor or global field completing at this byte, checked against
         # `isa.field_limits` outside the parser's branches.
-        field = _sliced(entry_word(isa.FIELD_LAYOUT.nbytes), isa.FIELD_LAYOUT["value"])
+        field = entry(isa.FIELD_LAYOUT).value.as_unsigned()
         m.submodules.field_check = check = FieldLimitCheck(cfg)
         m.d.comb += [check.value.eq(field), check.index.eq(nent), check.T.eq(self.globals.T),
                      check.descriptor.eq(rtype == isa.REC_DESC),
                      check.glob.eq(rtype == isa.REC_GLOBAL)]
-        unsupported = ((rtype == isa.REC_STEP)
-                       & self._step_unsupported(entry_word(isa.STEP_BYTES)))
+        unsupported = (rtype == isa.REC_STEP) & self._step_unsupported(entry(isa.STEP_LAYOUT))
 
         with m.If(ld.valid & ld.ready):
             with m.If(discard):
@@ -289,11 +297,9 @@ class LoadParser(wiring.Component):
                     # last byte: a weight, parameter or step record's first address and entry
                     # count, or a descriptor's index.
                     with m.If(idx == header - 1):
-                        entries = entry_word(isa.ENTRIES_HEADER.nbytes)
-                        first = _sliced(entries, isa.ENTRIES_HEADER["addr"])
-                        n_entries = _sliced(entries, isa.ENTRIES_HEADER["count"])
-                        index = _sliced(entry_word(isa.DESC_HEADER.nbytes),
-                                        isa.DESC_HEADER["index"])
+                        first = entry(isa.ENTRIES_HEADER).addr
+                        n_entries = entry(isa.ENTRIES_HEADER).count
+                        index = entry(isa.DESC_HEADER).index
                         m.d.sync += [base.eq(Mux(rtype == isa.REC_DESC, index, first)),
                                      count.eq(n_entries)]
                         limit = Signal(17)
@@ -319,18 +325,17 @@ class LoadParser(wiring.Component):
                     m.d.sync += ent.eq(Mux(entry_done, 0, ent + 1))
                     with m.If(entry_done):
                         m.d.sync += nent.eq(nent + 1)
-                        self._write_entry(m, rtype, entry_word, field, base + nent, nent,
-                                          count, prog_row, done)
+                        self._write_entry(m, rtype, entry, field, base + nent, nent, count,
+                                          prog_row, done)
                     with m.If(entry_done & (check.out_of_range | unsupported)):
                         # A field beyond this array's memories or lanes: refuse the program.
                         m.d.sync += fail(Status.DOES_NOT_FIT)
                     with m.Elif(rtype == isa.REC_COMMIT):
                         with m.If(idx == isa.COMMIT_BYTES - 1):
-                            word = entry_word(isa.COMMIT_BYTES)
-                            passes = _sliced(word, isa.COMMIT_LAYOUT["passes"])
-                            ok = (~bad
-                                  & (_sliced(word, isa.COMMIT_LAYOUT["records"]) == records)
-                                  & (_sliced(word, isa.COMMIT_LAYOUT["checksum"]) == checksum)
+                            commit = entry(isa.COMMIT_LAYOUT)
+                            passes = commit.passes
+                            ok = (~bad & (commit.records == records)
+                                  & (commit.checksum == checksum)
                                   & (passes != 0) & (passes <= cfg.program_depth))
                             m.d.sync += [self.n_passes.eq(passes), self.ready.eq(ok),
                                          bad.eq(0),

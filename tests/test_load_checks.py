@@ -8,7 +8,7 @@ from amaranth.sim import Simulator
 from hw import isa
 from hw.compiler import compile_network
 from hw.config import ArrayConfig
-from hw.load import FieldLimitCheck, LoadParser
+from hw.load import FieldLimitCheck, LoadParser, record_struct
 from hw.status import Status
 from pysim.random_model import random_int_model
 
@@ -17,6 +17,20 @@ LEAN = ArrayConfig(name="lean", pe_rows=2, pe_cols=4, lanes=4, act_depth=1024,
                    weight_depth=1024, param_depth=256, step_depth=1024, program_depth=32,
                    input_depth=128, paired_steps=False, lane_packing=False,
                    double_buffer=False)
+
+
+@pytest.mark.parametrize("layout", [isa.PARAM_LAYOUT, isa.STEP_LAYOUT, isa.ENTRIES_HEADER,
+                                    isa.DESC_HEADER, isa.COMMIT_LAYOUT, isa.FIELD_LAYOUT,
+                                    isa.weight_layout(4)], ids=lambda layout: layout.name)
+def test_gateware_view_of_a_record_is_the_isa_layout(layout):
+    """The parser's `data.StructLayout` of each entry puts every field where `hw/isa.py`
+    says, at its width and signedness, and spans the entry."""
+    struct = record_struct(layout)
+    assert struct.size == 8 * layout.nbytes
+    for f in layout:
+        member = struct[f.name]
+        assert (member.offset, member.shape.width, member.shape.signed) == (f.lsb, f.width,
+                                                                           f.signed)
 
 
 def field_cases(config):
