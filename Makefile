@@ -72,7 +72,7 @@ eval: $(STAMP)
 
 # SIM=icarus runs the same cosimulation on Icarus Verilog instead of Verilator (slower).
 sim: $(STAMP) $(if $(filter icarus,$(SIM)),iverilog)
-	$(PY) -m tb.run_sim --model $(MODEL) $(if $(CONFIG),--config $(CONFIG)) $(if $(IMAGES),--images $(IMAGES)) --sim $(SIM)
+	$(PY) -m tb.run_sim --model $(MODEL) --dataset $(DATASET) $(if $(CONFIG),--config $(CONFIG)) $(if $(IMAGES),--images $(IMAGES)) --sim $(SIM)
 
 # Differential fuzzing (tb/fuzz.py): random networks over the whole export format, one
 # cosimulation session per array, RTL against the golden model; the default and small arrays

@@ -98,7 +98,8 @@ class InputUnpacker(wiring.Component):
                 with m.If(plane == g.pixel_bits - 1):
                     m.d.sync += [word_addr.eq(word_addr + 1), in_group.eq(0),
                                  group_mask.eq(self.lane_group)]
-                    with m.If(pixel >= g.n_pixels):
+                    # Without lane packing a word is one pixel: the count is met exactly.
+                    with m.If(pixel >= g.n_pixels if PACKING else pixel == g.n_pixels):
                         m.d.comb += [self.done.eq(1), self.release.eq(1)]
                         m.next = "IDLE"
                     with m.Else():

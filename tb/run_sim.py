@@ -1,12 +1,13 @@
 """`make sim`: a trained spiking transformer on the RTL, fed by the host firmware, checked bit
 for bit against the golden model.
 
-    python -m tb.run_sim --model spikformer [--config hw/configs/default.json] [--images N]
-                         [--sim verilator|icarus]
+    python -m tb.run_sim --model spikformer [--dataset digits|fashion]
+                         [--config hw/configs/default.json] [--images N] [--sim verilator|icarus]
 
-Steps: load `checkpoints/<model>.json`, compile it for the configuration, build the Verilator
-(or, with `--sim icarus`, the Icarus) model of `spikeformer_top` (host link + accelerator),
-stream the digits test split through `firmware.host.AcceleratorClient` over the cosimulation socket,
+Steps: load `checkpoints/<model>.json` (`checkpoints/fashion/` with `--dataset fashion`),
+compile it for the configuration, build the Verilator (or, with `--sim icarus`, the Icarus)
+model of `spikeformer_top` (host link + accelerator), stream the test split (digits or
+Fashion-MNIST) through `firmware.host.AcceleratorClient` over the cosimulation socket,
 compare every input's logits with `pysim.golden.run`, and read the busy-cycle counter to check
 the cycle model. The verdict is the board runner's (`firmware.__main__.compare`): prints a
 summary, writes `build/sim/report.json` (the mismatching inputs included), exits 1 on any
@@ -36,19 +37,32 @@ def _step(index: int, total: int, text: str) -> float:
     return time.monotonic()
 
 
+def test_split(dataset: str):
+    """The test split of `dataset` as network inputs and labels (Fashion-MNIST: the shipped
+    10,000 images, 4-bit pixels padded to 28x32, as the models were trained)."""
+    if dataset == "digits":
+        from pysim.data import digits_test
+        return digits_test()
+    from pysim.data import fashion_pixels, fashion_test
+    from pysim.torch_models import FASHION_PIXEL_BITS
+    x, y = fashion_test()
+    return fashion_pixels(x, FASHION_PIXEL_BITS), y
+
+
 def run(model_name: str, config_path: str | None, images: int | None, out: Path,
-        progress: bool = True, simulator: str = "verilator") -> dict:
+        progress: bool = True, simulator: str = "verilator", dataset: str = "digits") -> dict:
     from hw.compiler import compile_network
     from hw.config import ArrayConfig
     from pysim import golden
-    from pysim.data import digits_test
     from tb.session import Session, build, build_name
 
     steps = 5
-    t = _step(1, steps, f"load {cli.model_path(model_name)} and the digits test split")
-    model = cli.load_model(model_name)
+    folder = None if dataset == "digits" else cli.CHECKPOINTS / dataset
+    t = _step(1, steps, f"load {cli.model_path(model_name, folder)} and the {dataset} test "
+              "split")
+    model = cli.load_model(model_name, folder)
     config = ArrayConfig.load(config_path or DEFAULT_CONFIG)
-    x, y = digits_test()
+    x, y = test_split(dataset)
     if images is not None:
         x, y = x[:images], y[:images]
     print(f"  {len(x)} images, model {model.model} (T={model.T}), config {config.name}")
@@ -76,6 +90,7 @@ def run(model_name: str, config_path: str | None, images: int | None, out: Path,
     sim_cps = stats.get("cycles", 0) / stats["wall_seconds"] if stats.get("wall_seconds") else 0
     report = {
         "model": model_name,
+        "dataset": dataset,
         "config": config.name,
         "config_values": json.loads(config.to_json()),
         **judged,
@@ -98,7 +113,7 @@ def run(model_name: str, config_path: str | None, images: int | None, out: Path,
 
 def summary(r: dict) -> str:
     return "\n".join([
-        f"model {r['model']} on config {r['config']}, {r['images']} images",
+        f"model {r['model']} on config {r['config']}, {r['images']} {r['dataset']} images",
         f"  accuracy          golden {r['accuracy_golden']:.2%}   RTL {r['accuracy_rtl']:.2%}",
         f"  mismatches        {r['mismatches']} inputs differ from the golden model"
         + (f" (first: {r['mismatching_inputs'][:10]})" if r["mismatches"] else ""),
@@ -119,6 +134,8 @@ def main(argv=None) -> int:
         "\n")[0])
     parser.add_argument("--model", default="spikformer",
                         help="variant in checkpoints/ or a path to an exported .json")
+    parser.add_argument("--dataset", choices=("digits", "fashion"), default="digits",
+                        help="test split, and checkpoints/ or checkpoints/fashion/ for --model")
     parser.add_argument("--config", help=f"ArrayConfig JSON (default {DEFAULT_CONFIG})")
     parser.add_argument("--images", type=cli.positive,
                         help="first N test images (default: all)")
@@ -129,7 +146,7 @@ def main(argv=None) -> int:
     cli.add_debug(parser)
     args = parser.parse_args(argv)
     report = run(args.model, args.config, args.images, Path(args.out),
-                 progress=not args.no_progress, simulator=args.sim)
+                 progress=not args.no_progress, simulator=args.sim, dataset=args.dataset)
     print(summary(report))
     print(f"wrote {args.out}")
     ok = (report["mismatches"] == 0 and report["cycle_model_equal"]
