@@ -14,7 +14,8 @@ one computes, and results are read back as they appear. Every device error becom
 `DeviceError` naming the status and the request that got it.
 
 Recovery: a request whose response is missing, fails its CRC, or reports that the request
-arrived damaged (BAD_CRC, TIMEOUT) is sent again with the same sequence number, at most
+arrived damaged (BAD_CRC, TIMEOUT; a rejection that does not echo the request's sequence
+number only after a short grace period) is sent again with the same sequence number, at most
 `retries` times; the device recognizes a repeat of the request it last accepted and does not
 carry it out twice (an INFER is not queued again, a READ sends the same bytes again; see
 `firmware/PROTOCOL.md`). When the retries are used up, `LinkError` names the request and what
@@ -175,25 +176,40 @@ class AcceleratorClient:
         raise LinkError(what, failures)
 
     def _response(self, cmd: int, seq: int, well_formed: bool) -> Frame | str:
-        """The response to request (`cmd`, `seq`), or why there is none worth waiting for."""
+        """The response to request (`cmd`, `seq`), or why there is none worth waiting for.
+
+        A rejection of a damaged frame that echoes our `cmd` and `seq` ends the wait at once.
+        One that does not (a bit hit our command or sequence number, or it answers garbage
+        that was on the line before) and a response that fails its CRC (ours, or another)
+        shorten the wait to `response_timeout / 10`: our answer, if it comes, follows soon,
+        so a burst of stale rejections does not use up the retries.
+        """
         damage = DAMAGED + ((Status.BAD_LENGTH,) if well_formed else ())
         deadline = time.monotonic() + self.response_timeout
+        grace = self.response_timeout / 10
         errors = self.parser.errors
+        suspicion = None  # why our request may be lost, if nothing better comes
         while True:
             frame = self._next_frame(max(deadline - time.monotonic(), 0))
+            now = time.monotonic()
             if frame is not None:
                 damaged = len(frame.payload) == 1 and frame.payload[0] in damage
-                if frame.cmd == cmd | RESPONSE and frame.seq == seq and not damaged:
+                ours = frame.cmd == cmd | RESPONSE and frame.seq == seq
+                if ours and not damaged:
                     return frame
                 self.unsolicited.append(frame)
-                if damaged and frame.cmd & RESPONSE:
-                    # Our request, or (a bit flipped in its command or sequence number) what
-                    # the device made of it: we have only one request outstanding.
+                if damaged and ours:
                     return f"the device answered {Status(frame.payload[0]).name}"
+                if damaged and frame.cmd & RESPONSE:
+                    suspicion = (f"the device answered {Status(frame.payload[0]).name} to "
+                                 f"command 0x{frame.cmd & 0x7F:02x} seq {frame.seq}")
+                    deadline = min(deadline, now + grace)
             if self.parser.errors != errors:
-                return "a response failed its CRC"
-            if frame is None:
-                return f"no response within {self.response_timeout:.1f} s"
+                errors = self.parser.errors
+                suspicion = "a response failed its CRC"
+                deadline = min(deadline, now + grace)
+            if frame is None and now >= deadline:
+                return suspicion or f"no response within {self.response_timeout:.1f} s"
 
     def _checked(self, cmd: Command, payload: bytes = b"", what: str | None = None) -> Frame:
         frame = self.request(cmd, payload, what)
@@ -205,12 +221,15 @@ class AcceleratorClient:
         """Put arbitrary bytes on the line (tests: malformed frames)."""
         self.transport.write(data)
 
-    def drain(self, quiet: float = 0.3) -> list[Frame]:
-        """Collect responses until the line is quiet for `quiet` seconds; return them."""
+    def drain(self, quiet: float = 0.3, first: float | None = None) -> list[Frame]:
+        """Collect responses until the line is quiet for `quiet` seconds (`first`: seconds to
+        wait for the first one, default `quiet`); return them."""
         frames = list(self.pending)
         self.pending.clear()
+        wait = quiet if first is None or frames else first
         while True:
-            frame = self._next_frame(quiet, stop_on_error=False)
+            frame = self._next_frame(wait, stop_on_error=False)
+            wait = quiet
             if frame is None:
                 return frames
             frames.append(frame)

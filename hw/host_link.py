@@ -62,8 +62,9 @@ class HostLink(wiring.Component):
     Latency: a response starts 3 cycles after the last CRC byte (READ: 4; LOAD: after the
     queue drains plus `settle_cycles`; RESET: after 4 clear cycles). Throughput: one byte per
     cycle on each stream. Cost: the queue (`queue_depth` x 10 bits) and result buffer
-    (`result_depth` x 9 bits) memories, two CRC-16 byte units, two 32-bit counters, and the
-    registers the components list (`python -m scripts.link_cost` measures the whole).
+    (`result_depth` x 9 bits) memories, two CRC-16 byte units, two 32-bit counters and the
+    registers the components list; on the iCE40 at max_payload 256, around the echo stand-in
+    core (`python -m scripts.link_cost`): 895 LUT4, 281 carries, 495 flip-flops, 4 block RAMs.
 
     `test_hooks` adds a `stall` input (bit 0: queue to the core, bit 1: results from the core)
     so test benches can throttle the internal streams too, and a `queue_idle` output (the queue

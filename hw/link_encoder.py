@@ -36,8 +36,9 @@ class ResponseEncoder(wiring.Component):
 
     Latency: the start marker is valid the cycle the descriptor is. Throughput: one byte per
     cycle (READ data: as `results` delivers). Cost: one `amaranth.lib.crc.Processor` (16 XOR
-    trees, 16 flip-flops), a byte index and an ends counter, a 21-way byte multiplexer; about
-    40 flip-flops.
+    trees, 16 flip-flops), a head-byte index, a data down-counter, an ends counter and the
+    21-way multiplexer of the STATUS payload; on the iCE40 at max_payload 256: 326 LUT4,
+    21 carries, 42 flip-flops.
     """
 
     def __init__(self, max_payload: int, queue_depth: int, result_depth: int):

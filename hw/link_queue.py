@@ -33,7 +33,8 @@ class LinkQueue(wiring.Component):
 
     Latency: a committed byte is valid on its stream 2 cycles after the commit (memory read).
     Throughput: one byte per cycle in and out. Cost: the memory (`depth` x 10 bits, block RAM),
-    three pointers of log2(`depth`) + 1 bits, one output register bit.
+    three pointers of log2(`depth`) + 1 bits, one output register bit; on the iCE40 at depth
+    512: 2 block RAMs, 98 LUT4, 34 carries, 62 flip-flops.
     """
 
     def __init__(self, depth: int):
@@ -112,7 +113,8 @@ class ResultBuffer(wiring.Component):
 
     Latency: a byte from the core is on `read` 2 cycles later (memory write, read). Throughput:
     one byte per cycle each way. Cost: the memory (`depth` x 9 bits, block RAM), four pointers
-    of log2(`depth`) + 1 bits, two 32-bit counters.
+    of log2(`depth`) + 1 bits, two 32-bit counters; on the iCE40 at depth 512: 2 block RAMs,
+    185 LUT4, 103 carries, 124 flip-flops.
     """
 
     def __init__(self, depth: int):

@@ -37,8 +37,9 @@ class CommandSequencer(wiring.Component):
     byte.
 
     Latency: the response is valid 1 cycle after the request (RESET: 4 more; LOAD: the drain
-    plus `settle_cycles`; READ: 1 more). Cost: the response register (about 150 flip-flops),
-    one wait counter of log2(max(`timeout_cycles`, `settle_cycles`)) bits, a 16-bit minimum.
+    plus `settle_cycles`; READ: 1 more). Cost: the response register (about 130 flip-flops),
+    one wait counter of log2(max(`timeout_cycles`, `settle_cycles`)) bits, a 16-bit minimum;
+    on the iCE40 at max_payload 256: 112 LUT4, 51 carries, 144 flip-flops.
     """
 
     def __init__(self, max_payload: int, timeout_cycles: int, settle_cycles: int):

@@ -8,7 +8,8 @@ golden model.
 The host firmware (`AcceleratorClient`, with retries) streams the digits test split (a seeded
 permutation, repeated) in batches; while results come back, after every result, it puts
 `frames / inferences` malformed frames on the line, each followed by a STATUS probe (which a
-truncated frame swallows: the probe is retried like any request). Every few batches it resets
+truncated frame swallows: the probe is retried like any request; before it, the host waits
+for the device's first answer to the malformed bytes, at most 1 s). Every few batches it resets
 and loads the program again. Kinds of malformed frames: bit flips in a LOAD, INFER, READ or
 STATUS frame; a frame cut short; a dropped byte; a wrong length field (over `max_payload` or
 not); an unknown command; a length wrong for its command; garbage without a start marker;
@@ -125,13 +126,14 @@ def soak(frames: int = 10_000, inferences: int = 1_000, seed: int = 0,
     sent = Counter()
     probes = Counter()
     lost = Counter()
+    failures = []  # what the host said when it gave up
     got = np.full(expected.shape, np.iinfo(np.int64).min, dtype=np.int64)
     start = time.monotonic()
     built = build(config, build_folder or f"soak_{build_name(config)}",
                   timeout_cycles=timeout_cycles)
     with Session(built) as session:
         acc = session.accelerator(timeout=300)
-        acc.response_timeout = 10.0 * session.slowdown
+        acc.response_timeout = 2.0 * session.slowdown
         acc.retries = 6
         owed = 0.0
 
@@ -142,10 +144,15 @@ def soak(frames: int = 10_000, inferences: int = 1_000, seed: int = 0,
                 acc.send_raw(malformed(kind, rng, acc.seq, load_chunk, tokens,
                                        config.max_payload))
                 sent[kind] += 1
+                if kind != "garbage":
+                    # Let the device answer (a cut-off frame: after its frame timeout) before
+                    # the probe, so the probe is seldom swallowed by a frame still open.
+                    acc.unsolicited += acc.drain(quiet=0.02, first=1.0 * session.slowdown)
                 try:
                     probes[acc.status().error.name] += 1
                 except (LinkError, ProtocolError) as err:
-                    lost[f"probe: {type(err).__name__}"] += 1
+                    lost[f"probe after {kind}: {type(err).__name__}"] += 1
+                    failures.append(f"{kind}: {err}"[:300])
 
         def on_result(_count: int) -> None:
             nonlocal owed
@@ -192,6 +199,7 @@ def soak(frames: int = 10_000, inferences: int = 1_000, seed: int = 0,
         "mismatches": mismatches,
         "lost": {"results": int((~rows_complete).sum()), **dict(lost)},
         "retries": retried,
+        "give_ups": failures[:20],
         "device_error_after": link.error.name,
         "results_done_since_last_reset": link.results_done,
         "simulated_cycles": stats.get("cycles"),
