@@ -250,7 +250,9 @@ class _Core(wiring.Component):
         prog_rd = Signal(range(cfg.program_depth * NW + 1))  # next program word to read
         desc_word = Signal(range(NW))
         trace_on = Signal()
-        pass_last = pass_i + 1 == loader.n_passes
+        # Whether `pass_i` is the program's last pass, registered as it moves (looking one
+        # pass ahead), so the end of a pass decides from a flip-flop.
+        pass_last = Signal()
         m.d.comb += [loops.desc_word.index.eq(desc_word),
                      loops.desc_word.data.eq(prog_read.data)]
 
@@ -258,7 +260,7 @@ class _Core(wiring.Component):
             with m.If(pass_last):
                 m.next = "FINISH"
             with m.Else():
-                m.d.sync += pass_i.eq(pass_i + 1)
+                m.d.sync += [pass_i.eq(pass_i + 1), pass_last.eq(pass_i + 2 == loader.n_passes)]
                 m.next = "DESC"
 
         with m.FSM():
@@ -269,7 +271,8 @@ class _Core(wiring.Component):
                     m.next = "UNPACK"
             with m.State("UNPACK"):
                 with m.If(unpack.done):
-                    m.d.sync += [pass_i.eq(0), prog_rd.eq(0)]
+                    m.d.sync += [pass_i.eq(0), pass_last.eq(loader.n_passes == 1),
+                                 prog_rd.eq(0)]
                     m.next = "DESC"
             # A descriptor: NW words, one per cycle; prog_rd ends on the next one's first word.
             with m.State("DESC"):

@@ -45,12 +45,15 @@ class TraceDump(wiring.Component):
         m = Module()
         WBY = isa.word_bytes(self.config.lanes)
         index = Signal(len(self.words))
+        # Whether `index` is the last word, registered as the index moves (the compare looks
+        # one word ahead), so `done` is not an adder and a comparator deep.
+        last_word = Signal()
         word = Signal(self.config.lanes)
         byte = Signal(2)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += index.eq(0)
+                    m.d.sync += [index.eq(0), last_word.eq(self.words == 1)]
                     m.next = "READ"
             with m.State("READ"):
                 m.d.comb += [self.read_active.eq(1), self.read_addr.eq(self.base + index)]
@@ -66,8 +69,8 @@ class TraceDump(wiring.Component):
                 with m.If(self.emit_ready):
                     m.d.sync += byte.eq(byte + 1)
                     with m.If(byte == WBY - 1):
-                        m.d.sync += index.eq(index + 1)
-                        with m.If(index + 1 == self.words):
+                        m.d.sync += [index.eq(index + 1), last_word.eq(index + 2 == self.words)]
+                        with m.If(last_word):
                             m.d.comb += self.done.eq(1)
                             m.next = "IDLE"
                         with m.Else():
