@@ -25,7 +25,7 @@ export OPENFPGALOADER ?= true
 export DFU_SUFFIX ?= true
 export PYTHONHASHSEED := 0
 
-.PHONY: all venv iverilog test test-fast sim eval train lint synth explore bench fuzz soak sparsity clean
+.PHONY: all venv iverilog test test-fast sim sim-fashion eval train lint synth explore bench fuzz soak sparsity clean
 
 all: test
 
@@ -73,6 +73,14 @@ eval: $(STAMP)
 # SIM=icarus runs the same cosimulation on Icarus Verilog instead of Verilator (slower).
 sim: $(STAMP) $(if $(filter icarus,$(SIM)),iverilog)
 	$(PY) -m tb.run_sim --model $(MODEL) --dataset $(DATASET) $(if $(CONFIG),--config $(CONFIG)) $(if $(IMAGES),--images $(IMAGES)) --sim $(SIM)
+
+# Benchmark: every trained Fashion-MNIST variant on the RTL, 1,000 test images each (IMAGES=
+# to change), one report per variant in build/sim/fashion/; stops at the first mismatch.
+sim-fashion: $(STAMP)
+	for v in $(basename $(notdir $(wildcard checkpoints/fashion/*.json))); do \
+	  $(PY) -m tb.run_sim --dataset fashion --model $$v --images $(or $(IMAGES),1000) \
+	    $(if $(CONFIG),--config $(CONFIG)) --no-progress --out build/sim/fashion/$$v.json || exit 1; \
+	done
 
 # Differential fuzzing (tb/fuzz.py): random networks over the whole export format, one
 # cosimulation session per array, RTL against the golden model; the default and small arrays
