@@ -2,7 +2,7 @@
 
 Markers (registered in pyproject.toml):
 
-- `rtl`: builds or runs a Verilator model through cocotb. Every test of the files in
+- `rtl`: builds or runs a Verilator (or Icarus) model through cocotb. Every test of the files in
   `RTL_FILES` is marked here.
 - `synth`: runs the YoWASP Yosys/nextpnr tools (minutes each).
 - `slow`: pure Python, but long enough to keep out of the fast tier.
@@ -21,13 +21,17 @@ from __future__ import annotations
 
 import pytest
 
-#: Files whose tests build or run Verilator models, and the build folder(s) each one uses
+#: Files whose tests build or run Verilator (or Icarus) models, and the build folder(s) each uses
 #: (no two files share one; `make sim`'s runner is tested in test_cosim.py, on its build).
 RTL_FILES = {
     "test_cosim.py": "build/cosim/default_<hash>",
-    "test_cosim_blocks.py": "build/cocotb/blocks_blk_*",
+    "test_cosim_blocks.py": "build/cocotb/blocks_blk_small_<hash>, blocks_blk_lanes16_<hash>",
+    "test_cosim_icebreaker.py": "build/cosim/icebreaker_<hash>",
     "test_cosim_link.py": "build/cosim/link_echo_<hash>",
     "test_explore_rtl.py": "build/cosim/explore_*",
+    "test_icarus.py": "build/cosim/icarus_small_<hash>, build/cocotb/blocks_blk_icarus_<hash>, "
+                      "build/cocotb/icarus_held_state",
+    "test_soak.py": "build/cosim/soak_default_<hash>",
     "test_uart_bridge.py": "build/cosim/uart_bridge_icebreaker",
     "test_uart_cocotb.py": "build/cocotb/uart_loopback*",
 }
