@@ -131,7 +131,7 @@ def summary(r: dict) -> str:
 def main(argv=None) -> int:
     from hw.boards import BOARDS, get_board
     from hw.config import ArrayConfig
-    from pysim.data import digits_test
+    from pysim.data import DATASETS, test_split
 
     parser = argparse.ArgumentParser(prog="python -m firmware",
                                      description=__doc__.split("\n")[0])
@@ -144,8 +144,10 @@ def main(argv=None) -> int:
     parser.add_argument("--baud", type=int, help="serial rate (default: the board's)")
     parser.add_argument("--model", default="spikformer",
                         help="variant in checkpoints/ or a path to an exported .json")
+    parser.add_argument("--dataset", choices=DATASETS, default="digits",
+                        help="test split, and checkpoints/ or checkpoints/fashion/ for --model")
     parser.add_argument("--images", type=cli.positive,
-                        help="first N test images (default: all 360)")
+                        help="first N test images (default: the whole split)")
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="seconds to wait for the next result")
     parser.add_argument("--response-timeout", type=float,
@@ -164,8 +166,9 @@ def main(argv=None) -> int:
     board = get_board(args.board) if args.board else None
     config = ArrayConfig.load(args.config) if args.config else board.config()
     baud = args.baud or (board.baud if board else 115_200)
-    model = cli.load_model(args.model)
-    x, y = digits_test()
+    folder = None if args.dataset == "digits" else cli.CHECKPOINTS / args.dataset
+    model = cli.load_model(args.model, folder)
+    x, y = test_split(args.dataset)
     if args.images is not None:
         x, y = x[:args.images], y[:args.images]
     print(f"{args.model} ({model.model}, T={model.T}) for {config.name} "

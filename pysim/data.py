@@ -285,3 +285,21 @@ def check_images(images, size: int | tuple = IMAGE_SIZE, channels: int = 1,
         raise ValueError(f"pixel values must lie in 0 .. {pixel_max}, got "
                          f"[{array.min()}, {array.max()}]")
     return array.astype(np.int64)
+
+
+#: Fashion-MNIST: pixel bits of the network input (8-bit pixels shifted right by 4).
+FASHION_PIXEL_BITS = 4
+
+DATASETS = ("digits", "fashion")
+
+
+def test_split(dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    """The test split of `dataset` as network inputs and labels: the 360 digits, or the 10,000
+    Fashion-MNIST images (shipped) at `FASHION_PIXEL_BITS` bits, padded to 28x32 as the models
+    were trained."""
+    if dataset == "digits":
+        return digits_test()
+    if dataset != "fashion":
+        raise ValueError(f"unknown dataset {dataset!r}; one of {', '.join(DATASETS)}")
+    x, y = fashion_test()
+    return fashion_pixels(x, FASHION_PIXEL_BITS), y

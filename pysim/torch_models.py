@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pysim import torch_int
-from pysim.data import check_images
+from pysim.data import FASHION_PIXEL_BITS, check_images
 from pysim.golden import derive_tensor_specs
 from pysim.intmodel import IntModel, Layer, TensorSpec
 
@@ -128,10 +128,6 @@ def digits_config(variant: str, T: int = 4) -> ModelConfig:
     stem, tokenizer = ((8, 8), (16, 32)) if variant == "spikformer_v2" else ((), (8, 16, 32))
     pool = (0,) if variant == "spikformer_v2" else (1,)
     return ModelConfig(variant=variant, T=T, stem=stem, tokenizer=tokenizer, pool_after=pool)
-
-
-#: Fashion-MNIST: pixel bits of the network input (8-bit pixels shifted right by 4).
-FASHION_PIXEL_BITS = 4
 
 
 def fashion_config(variant: str, T: int = 4) -> ModelConfig:

@@ -42,11 +42,10 @@ from tqdm import tqdm
 
 from pysim import torch_int
 from pysim.data import (
-    digits_test,
     digits_train_val,
     fashion_pixels,
-    fashion_test,
     fashion_train_val,
+    test_split,
 )
 from pysim.torch_models import (
     DEFAULT_CHECKPOINTS,
@@ -252,11 +251,8 @@ def dataset_split(dataset: str, seed: int = 0, data_dir=None):
 
 
 def dataset_test(dataset: str):
-    """The test split as network inputs (uint8) and labels."""
-    if dataset == "digits":
-        return digits_test()
-    x, y = fashion_test()
-    return fashion_pixels(x, FASHION_PIXEL_BITS), y
+    """The test split as network inputs (uint8) and labels (`pysim.data.test_split`)."""
+    return test_split(dataset)
 
 
 def defaults(dataset: str) -> dict:

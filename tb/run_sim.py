@@ -37,23 +37,12 @@ def _step(index: int, total: int, text: str) -> float:
     return time.monotonic()
 
 
-def test_split(dataset: str):
-    """The test split of `dataset` as network inputs and labels (Fashion-MNIST: the shipped
-    10,000 images, 4-bit pixels padded to 28x32, as the models were trained)."""
-    if dataset == "digits":
-        from pysim.data import digits_test
-        return digits_test()
-    from pysim.data import fashion_pixels, fashion_test
-    from pysim.torch_models import FASHION_PIXEL_BITS
-    x, y = fashion_test()
-    return fashion_pixels(x, FASHION_PIXEL_BITS), y
-
-
 def run(model_name: str, config_path: str | None, images: int | None, out: Path,
         progress: bool = True, simulator: str = "verilator", dataset: str = "digits") -> dict:
     from hw.compiler import compile_network
     from hw.config import ArrayConfig
     from pysim import golden
+    from pysim.data import test_split
     from tb.session import Session, build, build_name
 
     steps = 5

@@ -21,6 +21,7 @@ from hw.status import Status
 from pysim import golden
 from pysim.data import digits_test
 from pysim.intmodel import IntModel
+from pysim.regressions import stale_lane_networks, wide_shift_network
 from tb.run_sim import DEFAULT_CONFIG, ROOT, per_inference_cycles
 from tb.session import Session, build
 
@@ -243,3 +244,47 @@ def test_make_sim_fails_on_a_corrupted_weight(built, images, tmp_path, monkeypat
     assert set(report["mismatching_inputs"]) <= {0, 1, 2}
     assert f"{report['mismatches']} inputs differ from the golden model (first: " \
         in capsys.readouterr().out
+
+
+def test_both_regressions_on_the_rtl(built):
+    """On the RTL, in one session: the wide-shift network's logits are all zero (it fired
+    everywhere when shifts were cut to 4 bits), and after the filler network, the victim's
+    logits on all-zero images are [0, 0] for several inferences (they were [4, 0])."""
+    wide = wide_shift_network()
+    filler, victim = stale_lane_networks(CONFIG.lanes)
+    with Session(built) as session:
+        acc = session.accelerator()
+        acc.reset()
+        acc.load(compile_network(wide, CONFIG))
+        x = np.ones((2,) + wide.input_spec.shape, np.int64)
+        logits, traces = acc.infer(x, trace=True)
+        np.testing.assert_array_equal(logits, golden.run(wide, x, record=False)[0])
+        _, reference = golden.run(wide, x, record=True)
+        for b, traced in enumerate(traces):
+            for name, value in traced.items():
+                np.testing.assert_array_equal(value, reference[name][b], err_msg=name)
+        zeros = np.zeros((3,) + filler.input_spec.shape, np.int64)
+        acc.reset()
+        acc.load(compile_network(filler, CONFIG))
+        np.testing.assert_array_equal(acc.infer(zeros[:1]),
+                                      golden.run(filler, zeros[:1], record=False)[0])
+        acc.reset()
+        acc.load(compile_network(victim, CONFIG))
+        np.testing.assert_array_equal(acc.infer(zeros), golden.run(victim, zeros, record=False)[0])
+    assert session.passed
+
+
+def test_board_runner_runs_a_fashion_model(built):
+    """The board runner (`python -m firmware`'s `run`) takes a Fashion-MNIST model unchanged:
+    the committed spikformer on two 28x32 test images, bit-exact and cycle-exact."""
+    from firmware.__main__ import run
+    from pysim import cli
+    from pysim.data import test_split
+
+    model = cli.load_model("spikformer", cli.CHECKPOINTS / "fashion")
+    x, y = test_split("fashion")
+    with Session(built) as session:
+        report = run(session.transport, model, CONFIG, x[:2], y[:2], timeout=300,
+                     progress=False)
+    assert report["passed"], report
+    assert report["mismatches"] == 0 and report["cycle_model_equal"]
