@@ -13,14 +13,12 @@
                                               v tx
 
 `HostLinkTop` gives it AXI4-Stream-named byte ports for the Verilator cosimulation and board
-bridges; `generate()` writes that top as Verilog:
-
-    python -m hw.host_link --config cfg.json -o build/top.v
+bridges; `generate()` writes that top as Verilog (`python -m hw.top link --config cfg.json -o
+build/top.v`).
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from amaranth.back import verilog
@@ -216,17 +214,3 @@ def generate(config: ArrayConfig, path: str | Path | None = None,
         if not path.exists() or path.read_text() != text:
             path.write_text(text)
     return text
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description="Write the host-link top as Verilog.")
-    parser.add_argument("--config", help="ArrayConfig JSON (default: ArrayConfig())")
-    parser.add_argument("-o", "--output", default="build/verilog/spikeformer_top.v")
-    args = parser.parse_args(argv)
-    config = ArrayConfig.load(args.config) if args.config else ArrayConfig()
-    generate(config, args.output)
-    print(f"wrote {args.output}")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,10 @@
-"""Verilog of the accelerator core with AXI4-Stream port names.
+"""Verilog of the accelerator core with AXI4-Stream port names, or of the host link's top.
 
     python -m hw.top generate --config hw/configs/default.json [-o build/accel_default.v]
+    python -m hw.top link [--config cfg.json] [-o build/verilog/spikeformer_top.v]
+
+`generate`: the core alone (`AxisTop`). `link`: the host link around the core
+(`hw.host_link.HostLinkTop`, module `spikeformer_top`, what the cosimulation builds).
 
 Ports: `s_axis_load_*` and `s_axis_tokens_*` (tdata[7:0], tvalid, tready, tlast),
 `m_axis_results_*`, `status_ready`, `status_busy`, `status_error[7:0]`, `clear`, `clk`, `rst`.
@@ -71,7 +75,17 @@ def main(argv=None) -> int:
     gen = sub.add_parser("generate", help="write Verilog of the core")
     gen.add_argument("--config", required=True, help="ArrayConfig JSON file")
     gen.add_argument("-o", "--output", help="output .v file (default: stdout)")
+    link = sub.add_parser("link", help="write Verilog of the host link around the core")
+    link.add_argument("--config", help="ArrayConfig JSON file (default: ArrayConfig())")
+    link.add_argument("-o", "--output", default="build/verilog/spikeformer_top.v")
     args = parser.parse_args(argv)
+    if args.action == "link":
+        from .host_link import generate as generate_link
+
+        config = ArrayConfig.load(args.config) if args.config else ArrayConfig()
+        generate_link(config, args.output)
+        print(f"wrote {args.output}")
+        return 0
     config = ArrayConfig.load(args.config)
     text = generate(config)
     if args.output:

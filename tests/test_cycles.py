@@ -19,8 +19,9 @@ from pysim.random_model import random_int_model
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Library modules: imported by others, never run as a command.
-LIBRARIES = ("hw.isa", "hw.compiler", "hw.load", "pysim.cycles", "pysim.hwref", "pysim.golden",
-             "pysim.intmodel")
+LIBRARIES = ("hw.isa", "hw.compiler", "hw.load", "hw.host_link", "hw.accelerator",
+             "hw.sequencer", "hw.actmem", "hw.config", "pysim.cycles", "pysim.hwref",
+             "pysim.golden", "pysim.intmodel", "pysim.coreref")
 
 
 def project_imports(module: str) -> set[str]:
