@@ -25,7 +25,7 @@ export OPENFPGALOADER ?= true
 export DFU_SUFFIX ?= true
 export PYTHONHASHSEED := 0
 
-.PHONY: all venv iverilog test test-fast sim sim-fashion eval train lint synth explore bench fuzz soak sparsity clean
+.PHONY: all venv iverilog test test-fast sim sim-fashion eval train lint synth explore bench fuzz soak noisy sparsity clean
 
 all: test
 
@@ -92,6 +92,9 @@ fuzz: $(STAMP)
 	$(PY) -m tb.fuzz $(if $(CONFIG),--config $(CONFIG),--config hw/configs/default.json --config hw/configs/small.json) --minutes $(MINUTES) --seed $(SEED)
 soak: $(STAMP)
 	$(PY) -m tb.soak --seed $(SEED) $(if $(CONFIG),--config $(CONFIG))
+# The iCEBreaker bridge over a noisy line (tb/noisy_uart.py): bit errors 1e-4, dropped bytes 1e-4.
+noisy: $(STAMP)
+	$(PY) -m tb.noisy_uart --images $(or $(IMAGES),100) --seed $(SEED)
 
 synth: $(STAMP)
 	$(PY) -m scripts.synth --board $(BOARD)
