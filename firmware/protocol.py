@@ -134,6 +134,16 @@ class FrameParser:
             frames.append(Frame(body[0], body[4:4 + length], body[1]))
             del self.buffer[:OVERHEAD + length]
 
+    def expire(self) -> list[Frame]:
+        """The line went quiet inside a frame: drop it like a frame that fails its CRC (its
+        length field was hit, or its end lost) and return the frames in the bytes after its
+        start marker, which a false length would otherwise hide until enough bytes came."""
+        if not self.buffer:
+            return []
+        self.errors += 1
+        del self.buffer[:1]
+        return self.feed(b"")
+
 
 def encode_segments(inputs: list[bytes], max_payload: int) -> list[bytes]:
     """Pack input token strings into INFER payloads of at most `max_payload` bytes.

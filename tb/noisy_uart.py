@@ -326,13 +326,16 @@ def _serve(runner, sim_dir: Path, env: dict, errors: list) -> None:
 
 def run(images: int = 100, ber=1e-4, drop=1e-4, seed: int = 0,
         retries: int = 8, model_name: str = "spikformer", batch: int = 10,
+        load_retries: int | None = None,
         response_timeout: float = 3.0, poll_interval: float = 0.2,
         folder: Path | None = None, progress: bool = True, tamper: bool = False) -> dict:
     """Run the first `images` digits test images through the noisy bridge; return the report
     (see the module docstring). `ber` and `drop`: one rate for both directions or a pair (host
-    to device, device to host). `tamper` (a negative control for tests) changes one expected
-    logit by one. Wall-clock timeouts: `response_timeout` per attempt, `poll_interval` between
-    READs that found no result (a faster poll only puts more requests on the noisy line)."""
+    to device, device to host). `load_retries` (default `retries`) replaces `retries` for
+    the STATUS, RESET and LOAD before the inferences. `tamper` (a negative control for tests)
+    changes one expected logit by one. Wall-clock times: `response_timeout` per attempt,
+    `poll_interval` between READs that found no result (a faster poll only puts more requests
+    on the noisy line)."""
     import numpy as np
 
     from firmware.__main__ import compare, per_inference_cycles
@@ -375,11 +378,13 @@ def run(images: int = 100, ber=1e-4, drop=1e-4, seed: int = 0,
     transport = SocketTransport(env["NOISY_SOCKET"], connect_timeout=300)
     acc = None
     try:
-        acc = _counting_client()(transport, timeout=600, retries=retries,
+        load_retries = retries if load_retries is None else load_retries
+        acc = _counting_client()(transport, timeout=600, retries=load_retries,
                                 response_timeout=response_timeout, poll_interval=poll_interval)
         acc.reset()
         acc.load(compiled)
         load_seconds = time.monotonic() - start
+        acc.retries = retries
         before = acc.status()
         for first in range(0, images, batch):
             got.extend(acc.infer(x[first:first + batch]))
@@ -423,6 +428,7 @@ def run(images: int = 100, ber=1e-4, drop=1e-4, seed: int = 0,
         "model": model_name, "config": config.name, "seed": seed,
         "ber": list(both_ways(ber)), "drop_rate": list(both_ways(drop)),
         "baud_divisor": DIVISOR, "retries_allowed": retries,
+        "load_retries_allowed": load_retries,
         "response_timeout_s": response_timeout, "poll_interval_s": poll_interval,
         "line": line,
         "flipped_bits": sum(d["flipped_bits"] for d in line.values()),
