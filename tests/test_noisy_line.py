@@ -206,7 +206,7 @@ def test_noisy_line_without_retries_reports_the_failure(tmp_path):
     report = _noisy(tmp_path, retries=0)
     assert report["failure"] is not None and report["failure"].startswith("LinkError")
     assert report["retries"] == 0
-    assert report["returned_wrong"] == 0
+    assert report["mismatches"] == 0
     assert not report["passed"]
 
 
@@ -219,7 +219,7 @@ def test_noisy_line_without_retries_after_the_load_reports_the_failure(tmp_path)
     assert report["failure"] is not None, report
     assert report["failure"].startswith(("LinkError: STATUS", "LinkError: READ",
                                          "LinkError: INFER")), report["failure"]
-    assert report["images_returned"] < 3 and report["returned_wrong"] == 0
+    assert report["images_returned"] < 3 and report["mismatches"] == 0
     assert not report["passed"]
 
 
