@@ -57,6 +57,7 @@ CLOCK_NS = 10
 DIVISOR = 4  #: uart.MIN_DIVISOR: the fastest line the bridge supports
 TOP = "noisy_bridge"
 CELLS = 10  #: bit cells of an 8N1 character: start, 8 data, stop
+QUIET_STEP = 1 << 12  #: cycles simulated at a time while the line is quiet
 DIRECTIONS = ("host_to_device", "device_to_host")
 
 
@@ -250,8 +251,14 @@ if "COCOTB_TEST_MODULES" in os.environ:
         server.settimeout(300)
         conn, _ = server.accept()
         conn.setblocking(False)
-        # One poll per byte time: the line cannot move faster than that.
+        # One poll per byte time while bytes move: the line cannot move faster than that.
         poll = Timer(CELLS * DIVISOR * CLOCK_NS, unit="ns")
+        # A longer step while the line is quiet (the core computing, the host thinking), so
+        # simulated time passes at about the same rate either way: the device's frame timeout
+        # (2^16 cycles; 5.5 ms on the board, far below the host's grace before a retry) must
+        # run out between the host's retries here too, or a retry can keep landing inside a
+        # frame that a start marker in the previous attempt's bytes opened.
+        quiet_step = Timer(QUIET_STEP * CLOCK_NS, unit="ns")
         waiting = False  # request bytes went out and no response byte has come back since
         try:
             while True:
@@ -268,10 +275,13 @@ if "COCOTB_TEST_MODULES" in os.environ:
                     conn.sendall(bytes(sink.read_nowait()))
                     conn.setblocking(False)
                     waiting = False
-                if (not waiting and source.idle() and sink.idle()
-                        and not int(dut.leds.value) & 0b010):
-                    # Host thinking, line quiet, core idle: wait in wall time, not sim time.
-                    select.select([conn], [], [], 0.005)
+                if not waiting and source.idle() and sink.idle():
+                    # Line quiet. Core idle too: the host is thinking, wait for it a little in
+                    # wall time (no busy loop); then a quiet step, unless it has sent bytes.
+                    idle = not int(dut.leds.value) & 0b010
+                    if not select.select([conn], [], [], 0.005 if idle else 0)[0]:
+                        await quiet_step
+                        continue
                 await poll
         finally:
             conn.close()
@@ -328,7 +338,7 @@ def _serve(runner, sim_dir: Path, env: dict, errors: list) -> None:
 def run(images: int = 100, ber=1e-4, drop=1e-4, seed: int = 0,
         retries: int = 8, model_name: str = "spikformer", batch: int = 10,
         load_retries: int | None = None,
-        response_timeout: float = 3.0, poll_interval: float = 0.2,
+        response_timeout: float = 4.0, poll_interval: float = 0.2,
         folder: Path | None = None, progress: bool = True, tamper: bool = False) -> dict:
     """Run the first `images` digits test images through the noisy bridge; return the report
     (see the module docstring). `ber` and `drop`: one rate for both directions or a pair (host
