@@ -244,7 +244,9 @@ def test_a_hang_is_a_failure_and_the_fuzzer_goes_on(fuzzer, monkeypatch):
     seed = network_seed(RTL_SEED, RTL_NETWORKS[0])
     hang = fuzzer.run(seed)
     assert hang.status == "hang" and hang.failed and hang.seed == seed
-    assert hang.reason.startswith("RESET: ")
+    # Which request runs out of time first depends on the machine's speed (with a zero
+    # timeout a fast answer to RESET can still arrive); the verdict names it.
+    assert hang.reason.split(":")[0] in ("RESET", "LOAD", "INFER", "INFER (traced)")
     monkeypatch.undo()
     assert fuzzer.sessions == sessions + 1
     again = fuzzer.run(seed)
