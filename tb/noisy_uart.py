@@ -88,9 +88,10 @@ class LineNoise(wiring.Component):
     `flip_threshold` (probability `flip_threshold / 2^32`), and a whole character is dropped
     (the line held idle) when a draw of the drop generator is below `drop_threshold`. The two
     generators are xorshift32, loaded with `flip_seed` and `drop_seed` (both nonzero) in the
-    first cycle after reset; the flip generator steps once per cell, the drop generator once
-    per character. `characters`, `flips` (inverted cells, not counting dropped characters)
-    and `drops` count what happened.
+    first cycle after reset (a character that starts in that cycle passes untouched); the
+    flip generator steps once per cell, the drop generator once per character. `characters`,
+    `flips` (inverted cells, not counting dropped characters) and `drops` count what
+    happened.
 
     Latency: one cycle (`line_out` is registered). The cells it inverts are the transmitter's,
     counted from the start edge of the clean line, so noise never shifts its own framing; the
@@ -124,7 +125,10 @@ class LineNoise(wiring.Component):
         flip = Signal()
         drop = Signal()
 
-        start = ~busy & previous & ~self.line_in
+        # Before both generators hold their seeds (the first cycle after reset) a start edge
+        # is not taken: it would draw the zero state, which is below every threshold.
+        seeded = (flip_rng != 0) & (drop_rng != 0)
+        start = seeded & ~busy & previous & ~self.line_in
         boundary = start | (busy & (tick == 0))
         flip_draw = flip_rng < self.flip_threshold
         drop_draw = drop_rng < self.drop_threshold
@@ -240,6 +244,9 @@ if "COCOTB_TEST_MODULES" in os.environ:
         dut.rst.value = 1
         await ClockCycles(dut.clk, 4)
         dut.rst.value = 0
+        # The noise generators load their seeds in the first cycle after reset; simulated
+        # time stands still until the host connects, whose first byte must come after that.
+        await ClockCycles(dut.clk, 2)
         baud = 1e9 / (DIVISOR * CLOCK_NS)
         source = UartSource(dut.rx, baud=baud, bits=8, stop_bits=1)
         sink = UartSink(dut.tx, baud=baud, bits=8, stop_bits=1)
