@@ -31,6 +31,7 @@ RTL_FILES = {
     "test_explore_rtl.py": "build/cosim/explore_*",
     "test_icarus.py": "build/cosim/icarus_small_<hash>, build/cocotb/blocks_blk_icarus_<hash>, "
                       "build/cocotb/icarus_held_state",
+    "test_noisy_line.py": "build/noisy_test",
     "test_soak.py": "build/cosim/soak_default_<hash>",
     "test_uart_bridge.py": "build/cosim/uart_bridge_icebreaker",
     "test_uart_cocotb.py": "build/cocotb/uart_loopback*",
