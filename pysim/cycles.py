@@ -105,32 +105,39 @@ def utilization(useful: int, config, cycles: int) -> float:
     return useful / (config.total_lanes * cycles) if cycles else 0.0
 
 
-def array_pass_cycles(config, desc: dict) -> int:
+def array_pass_cycles(config, desc: dict, tile_steps=None):
     """Cycles of one array or max-pool pass after its START cycle, up to the drain's end.
 
     Steps enter stage 1 one per cycle (the first one the cycle after START). With double
     buffering a tile's last step waits in stage 1 until the previous tile's drain is over;
-    without, its first step does. A drain starts two cycles after its tile's last step leaves
-    stage 1. A max-pool pass has no drain: it ends when its last step has left stage 2.
+    without, its first step does. A drain starts `pipe_latency` cycles after its tile's last
+    step leaves stage 1. A max-pool pass has no drain: it ends when its last step has left
+    stage 2. `tile_steps` (an array whose last axis has one entry per tile, in loop order; any
+    leading axes are evaluated at once) replaces each tile's `steps * taps`, for schemes that
+    skip steps (`pysim.sparsity`); the result then has the leading axes' shape.
     """
-    K = desc["steps"] * desc["taps"]
     R = config.pe_rows
     maxpool = desc["op"] == isa.OP_MAXPOOL
     double = config.double_buffer
     head = desc["out_mode"] == isa.OUT_HEAD
-    t = 1  # cycle at which the next step would enter stage 1 (START is cycle 0)
-    drain_end = 0  # first cycle at which the drain is idle
-    last = 0
+    tiles = desc["groups"] * desc["rgs"] * desc["cts"]
+    steps = (np.full(tiles, desc["steps"] * desc["taps"], np.int64) if tile_steps is None
+             else np.asarray(tile_steps, np.int64))
+    t = np.ones(steps.shape[:-1], np.int64)  # when the next step would enter stage 1
+    drain_end = np.zeros_like(t)  # first cycle at which the drain is idle
+    last = issue_end = np.zeros_like(t)
+    i = 0
     for _ in range(desc["groups"]):
         for rgl in range(desc["rgs"]):
             for ct in range(desc["cts"]):
-                first = t if double or maxpool else max(t, drain_end)
-                last = first + K - 1
+                first = t if double or maxpool else np.maximum(t, drain_end)
+                last = first + steps[..., i] - 1
+                i += 1
                 if maxpool:
                     t = last + 1
                     continue
                 if double:
-                    last = max(last, drain_end)
+                    last = np.maximum(last, drain_end)
                 if head:
                     emits = head_emits(config, desc, rgl) if ct == desc["cts"] - 1 else 0
                     drain = drain_cycles(config, desc, emits)
@@ -142,10 +149,12 @@ def array_pass_cycles(config, desc: dict) -> int:
                 drain_end = last + pipe_latency(config) + drain
                 t = last + 1
     if maxpool:
-        return last + maxpool_latency(config)
-    # The pass ends when the drain is idle and its last issued row has left the write-back
-    # pipeline (the parameter register, then the LIF units' stages).
-    return max(drain_end, issue_end + 1 + config.lif_latency)
+        end = last + maxpool_latency(config)
+    else:
+        # The pass ends when the drain is idle and its last issued row has left the
+        # write-back pipeline (the parameter register, then the LIF units' stages).
+        end = np.maximum(drain_end, issue_end + 1 + config.lif_latency)
+    return int(end) if tile_steps is None else end
 
 
 def pass_cycles(config, desc: dict) -> int:

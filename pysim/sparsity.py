@@ -238,41 +238,16 @@ def kept_steps(act: PassActivity, scheme: str, row_port_free: bool) -> np.ndarra
 
 
 def skipping_pass_cycles(config: ArrayConfig, desc: dict, tile_steps) -> np.ndarray:
-    """Cycles of one array pass (as `pysim.cycles.pass_cycles`) when tile i issues
-    `tile_steps[..., i]` steps instead of `steps * taps`: the same loop, vectorised over the
-    leading axis (images). With every tile at its dense count it equals the cycle model."""
+    """Cycles of one array pass (`pysim.cycles.pass_cycles`) when tile i issues
+    `tile_steps[..., i]` steps instead of `steps * taps` (the cycle model's own loop, over the
+    leading axis: images)."""
     if desc["op"] != isa.OP_ARRAY:
         raise ValueError("only array passes issue reduction steps")
     tile_steps = np.asarray(tile_steps, np.int64)
-    R = config.pe_rows
-    head = desc["out_mode"] == isa.OUT_HEAD
     tiles = desc["groups"] * desc["rgs"] * desc["cts"]
     if tile_steps.shape[-1] != tiles:
         raise ValueError(f"{tile_steps.shape[-1]} tile step counts for {tiles} tiles")
-    shape = tile_steps.shape[:-1]
-    t = np.ones(shape, np.int64)
-    drain_end = np.zeros(shape, np.int64)
-    issue_end = drain_end
-    i = 0
-    for _ in range(desc["groups"]):
-        for rgl in range(desc["rgs"]):
-            for ct in range(desc["cts"]):
-                first = t if config.double_buffer else np.maximum(t, drain_end)
-                last = first + tile_steps[..., i] - 1
-                i += 1
-                if config.double_buffer:
-                    last = np.maximum(last, drain_end)
-                if head:
-                    emits = cycles.head_emits(config, desc, rgl) if ct == desc["cts"] - 1 \
-                        else 0
-                    drain = 1 + R + cycles.head_emit_cycles(config, emits)
-                    issue_end = last + cycles.pipe_latency(config) + 1 + R
-                else:
-                    drain = 1 + R * desc["out_planes"]
-                    issue_end = last + cycles.pipe_latency(config) + drain
-                drain_end = last + cycles.pipe_latency(config) + drain
-                t = last + 1
-    return cycles.PASS_OVERHEAD + np.maximum(drain_end, issue_end + 1 + config.lif_latency)
+    return cycles.PASS_OVERHEAD + cycles.array_pass_cycles(config, desc, tile_steps)
 
 
 class _Probe(hwref.Executor):
