@@ -82,6 +82,12 @@ class ArrayConfig:
     #: the pipeline (`pysim.cycles.pipe_latency`) and about 2 * 14 + 3 * pe_cols + 8 *
     #: pe_rows flip-flops. Off on a small FPGA whose clock is not limited there.
     issue_stage: bool = True
+    #: A register between the drain's last stage (the LIF units' final lanes, the raw
+    #: bit-plane select) and the activation banks' write port: the membrane arithmetic and
+    #: the write's routing to the banks become two paths, for one cycle more at the end of
+    #: each pass (`drain_write_latency`) and `pe_cols * (lanes + 1)` + an address's
+    #: flip-flops. Off on a small FPGA whose clock is not limited there.
+    write_stage: bool = True
 
     def __post_init__(self):
         def need(cond: bool, field: str, allowed: str):
@@ -132,6 +138,12 @@ class ArrayConfig:
     def lif_latency(self) -> int:
         """Pipeline registers inside a LIF unit (`hw.lif.LifUnit.latency`)."""
         return self.lanes // self.lif_stage_lanes - 1
+
+    @property
+    def drain_write_latency(self) -> int:
+        """Cycles from a drained row's registered command (the drain's stage D1) to its
+        write into the activation banks: the LIF stages, then the write stage if built."""
+        return self.lif_latency + int(self.write_stage)
 
     @property
     def head_latency(self) -> int:

@@ -17,7 +17,8 @@ Its reference is `pysim.hwref.Executor.drain` (and `pysim.hwref.lif_unit`).
 
 Latency: the first row is issued 2 cycles after `start` (a cycle for the parameter read); a
 row issued in cycle i is registered in i + 1 (LIF stage 0 works there) and written in
-i + 1 + lif_latency; a head row's sum reaches its logit in i + 1 + head_latency. Busy cycles
+i + 1 + drain_write_latency (the LIF stages, then the write stage if
+`ArrayConfig.write_stage`); a head row's sum reaches its logit in i + 1 + head_latency. Busy cycles
 per tile: `pysim.cycles.drain_cycles`.
 Throughput: one row (or bit-plane) per cycle.
 Cost: `pe_cols` LIF units, the shadow row's `pe_rows`:1 mux, `pe_cols * lanes` bits per LIF
@@ -153,10 +154,17 @@ class Drain(wiring.Component):
         # Write-back: the command and the raw planes wait for the LIF units' stages.
         wb = delayed(d1, LIF_LAT, "wb")
         wb_planes = delayed(planes, LIF_LAT, "wb_planes")
-        m.d.comb += [self.write.valid.eq(wb.write), self.write.addr.eq(wb.addr),
-                     self.write.words.eq(Mux(raw, wb_planes, spikes)), self.write.en.eq(wb.en)]
+        write = Signal(self.write.shape(), name="write_q")
+        m.d.comb += [write.valid.eq(wb.write), write.addr.eq(wb.addr),
+                     write.words.eq(Mux(raw, wb_planes, spikes)), write.en.eq(wb.en)]
+        if cfg.write_stage:
+            # The write stage: the last LIF lanes' membrane arithmetic and the route to the
+            # banks' write ports (spread over the device on a wide array) are two paths.
+            m.d.sync += self.write.eq(write)
+        else:
+            m.d.comb += self.write.eq(write)
         in_flight = [d1.valid] + [delayed(d1.valid, i, "in_flight")
-                                  for i in range(1, LIF_LAT + 1)]
+                                  for i in range(1, cfg.drain_write_latency + 1)]
         m.d.comb += self.pipe_busy.eq(or_all(in_flight, 1))
 
         # The head: the row's sum over columns and lanes through a pipelined adder tree,

@@ -17,7 +17,8 @@ tracing off and the results stream always ready (tests/test_hw_accelerator.py ch
     stage) after its tile's last step leaves stage 1 (the issue stage, operand fetch, the PE
     array's operand register, its accumulate stage);
     the pass ends when the last drain is idle and its last issued row has been written
-    (`1 + lif_latency` cycles after the issue: the parameter register, the LIF stages);
+    (`1 + drain_write_latency` cycles after the issue: the parameter register, the LIF
+    stages, the write stage when built);
   - max-pool pass: the array's loops without a drain: 3 row reads (x `reads`) per chunk of `k`
     outputs of one output row, with `(k, reads) = isa.maxpool_chunk(pe_cols)`
     (k = (pe_cols - 1) // 2, one read per row from pe_cols = 4 up), plus `maxpool_latency` =
@@ -152,8 +153,8 @@ def array_pass_cycles(config, desc: dict, tile_steps=None):
         end = last + maxpool_latency(config)
     else:
         # The pass ends when the drain is idle and its last issued row has left the
-        # write-back pipeline (the parameter register, then the LIF units' stages).
-        end = np.maximum(drain_end, issue_end + 1 + config.lif_latency)
+        # write-back pipeline (the parameter register, the LIF units' stages, the write stage).
+        end = np.maximum(drain_end, issue_end + 1 + config.drain_write_latency)
     return int(end) if tile_steps is None else end
 
 
