@@ -165,7 +165,7 @@ class _Core(wiring.Component):
         # Stage 1 -> activation reads (the dump reads the row port between passes) -> stage 2.
         m.d.comb += [issue.desc.eq(d), issue.state.eq(loops.state),
                      loops.advance.eq(issue.advance),
-                     issue.drain_pending.eq(drain.busy | pe.last_out),
+                     issue.drain_pending.eq(drain.busy | pe.last_pending),
                      act.lane_valid.eq(lanes.valid)]
         wiring.connect(m, issue.col, act.col)
         with m.If(dump.read_active):
@@ -235,7 +235,7 @@ class _Core(wiring.Component):
             m.d.comb += [res.valid.eq(dump.emit.valid), res.payload.data.eq(dump.emit.data)]
         m.d.comb += dump.emit_ready.eq(res.ready)
 
-        pipeline_empty = (~loops.state.valid & ~issue.pending & ~pe.last_out & ~drain.busy
+        pipeline_empty = (~loops.state.valid & ~issue.pending & ~pe.last_pending & ~drain.busy
                           & ~drain.pipe_busy & ~mp_write)
         self._controller(m, loader, tin, unpack, loops, dump, prog_read, busy, pipeline_empty)
         return m

@@ -140,6 +140,13 @@ class ArrayConfig:
         return self.lanes // self.lif_stage_lanes - 1
 
     @property
+    def pe_latency(self) -> int:
+        """Cycles from a tile's last step at the PE array's inputs to its sums in the shadow
+        (`hw.pe.PeArray`): the operand register, the accumulate, with double buffering the
+        capture."""
+        return 2 + int(self.double_buffer)
+
+    @property
     def drain_write_latency(self) -> int:
         """Cycles from a drained row's registered command (the drain's stage D1) to its
         write into the activation banks: the LIF stages, then the write stage if built."""

@@ -16,31 +16,43 @@ time step; all lanes of a row share one weight. Per cycle with `valid`, lane l o
   operands of an elementwise sum, so a bit-serial layer takes half the cycles. Each lane picks
   one of 0, t, t2 and t + t2, precomputed once per row: still no multiplier.
 
-A tile ends with `last`: the finished sums are copied into the shadow bank, so a drain can read
-them while the next tile accumulates (double-buffered accumulators), and the working
-accumulators restart from 0 (a synchronous reset of their flip-flops, so no lane needs a mux
-for the first step of a tile). Without `ArrayConfig.double_buffer`, `shadow` is the working
-bank itself and `clear` (the drain's end) restarts it.
+A tile ends with `last`. With double-buffered accumulators the cycle after the last step's
+accumulate is the tile's *capture*: the working accumulators' sums move into the shadow bank, so
+a drain can read them while the next tile accumulates, and the working accumulators restart
+from 0 (a synchronous reset of their flip-flops). No step may accumulate in the capture cycle:
+a step presented in the cycle after a `last` step is refused by contract (`StepIssue` leaves
+that gap; `pysim.cycles` counts it). Without `ArrayConfig.double_buffer`, `shadow` is the
+working bank itself and `clear` (the drain's end) restarts it.
 
-Two stages, so that a lane is only a select and an adder on the clock's path:
+The spike gate is the accumulators' clock enable: lane l of PE (r, c) loads `acc + t` only when
+`rowop AND colop` (or `colop2`) selects it, so a lane is an adder into its flip-flops (one LUT
+or logic cell per accumulator bit) and one enable per lane, not an AND or a select per bit in
+front of the adder; the capture's copy and restart are the shadow's enable and the working
+registers' synchronous reset.
+
+Two stages, so that a lane is only an adder on the clock's path:
 - operand stage: each row's weight terms (`w << shift`, negated; `t + t2` when paired) are
   computed from the inputs and registered with the operand words, `valid` and `last`: the
   barrel shifter, the negation and the weight memory's read sit before a register;
-- accumulate stage: per lane `acc += select(rowop AND colop, rowop AND colop2; 0, t, t2,
-  t + t2)`.
-`last_out` is high in the cycle a tile's last step is in the accumulate stage (its sums are
-in `shadow` the cycle after).
+- accumulate stage: per lane, with enable `gate OR gate2`, `acc += t`, `t2` or `t + t2`
+  (paired: a 3-way select of the row's registered terms).
+`last_out` is high in the cycle before a tile's sums are in `shadow` (the capture cycle with
+double buffering, the last step's accumulate cycle without); `last_pending` also covers the
+cycle before it (a last step accumulating), so the sequencer can hold the next tile's last
+step while the shadow is about to be overwritten.
 
-Latency: 2 cycles (shadow holds a tile's sums two cycles after its `last` step is presented).
-Throughput: one reduction step per cycle, `pe_rows * pe_cols * lanes` lane operations.
+Latency (`latency`, `ArrayConfig.pe_latency`): 3 cycles with double buffering (shadow holds a
+tile's sums three cycles after its `last` step is presented), 2 without.
+Throughput: one reduction step per cycle, `pe_rows * pe_cols * lanes` lane operations, and one
+gap cycle per tile with double buffering.
 Cost: `2 * pe_rows * pe_cols * lanes` registers of `acc_bits` (working + shadow; half without
-double buffering), `pe_rows * pe_cols * lanes` `acc_bits` adders, each behind an AND (single
-steps) or a 4-way operand select (paired); per row one barrel shifter of `weight_bits` by
+double buffering), `pe_rows * pe_cols * lanes` `acc_bits` adders and one enable each (plus a
+3-way term select per bit when paired); per row one barrel shifter of `weight_bits` by
 0 .. 31 and a conditional negation (two, and an adder for t + t2, when paired); operand
 registers: `acc_bits` per row and term, `lanes` per row and column operand; no multipliers.
 """
 
-from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -68,6 +80,7 @@ class PeArray(wiring.Component):
             "colop": In(data.ArrayLayout(L, C)),
             "shadow": Out(acc_layout(config)),
             "last_out": Out(1),
+            "last_pending": Out(1),
         }
         if config.paired_steps:
             members.update(shift2=In(isa.SHIFT_BITS), neg2=In(1), colop2=In(data.ArrayLayout(L, C)))
@@ -75,8 +88,10 @@ class PeArray(wiring.Component):
             members["clear"] = In(1)
         super().__init__(members)
 
-    #: Cycles from a step at the inputs to its sums in the accumulators.
-    latency = 2
+    @property
+    def latency(self) -> int:
+        """Cycles from a tile's last step at the inputs to its sums in `shadow`."""
+        return self.config.pe_latency
 
     def elaborate(self, platform):
         m = Module()
@@ -116,30 +131,33 @@ class PeArray(wiring.Component):
 
         # ---- accumulate stage ---------------------------------------------------------------
         acc = Signal(acc_layout(cfg))
-        nxt = Signal(acc_layout(cfg))
-        lanes = []
+        capture = Signal()  # the cycle after a tile's last step accumulated
+        if cfg.double_buffer:
+            m.d.sync += capture.eq(valid & last)
+            m.d.comb += [self.last_out.eq(capture), self.last_pending.eq(capture | (valid & last))]
+            # The capture: the sums move to the shadow (its enable), the working registers
+            # restart (their synchronous reset); no step accumulates in this cycle.
+            with m.If(capture):
+                m.d.sync += self.shadow.eq(acc)
+            restart = capture
+        else:
+            m.d.comb += [self.last_out.eq(valid & last), self.last_pending.eq(valid & last),
+                         self.shadow.eq(acc)]
+            restart = self.clear
         for r in range(R):
             for c in range(C):
                 for lane in range(L):
                     gate = rowop[r][lane] & colop[c][lane]
+                    add = t1s[r]
+                    enable = gate
                     if cfg.paired_steps:
                         gate2 = rowop[r][lane] & colop2[c][lane]
-                        add = Mux(gate2, Mux(gate, boths[r], t2s[r]), Mux(gate, t1s[r], 0))
-                    else:
-                        add = Mux(gate, t1s[r], 0)
-                    lanes.append((acc[r][c][lane] + add)[:A])
-        # The whole array in three statements (one per lane would make elaboration of large
-        # arrays slow); the logic is the same: R x C x L adders, working and shadow registers.
-        m.d.comb += nxt.eq(Cat(*lanes))
-        with m.If(valid):
-            m.d.sync += acc.eq(nxt)
-        # The restart as a reset with priority over the enable (not nested in it): Yosys then
-        # puts it on the flip-flops' synchronous reset instead of a LUT per accumulator bit.
-        if cfg.double_buffer:
-            with m.If(valid & last):
-                m.d.sync += [self.shadow.eq(nxt), acc.eq(0)]
-        else:
-            m.d.comb += self.shadow.eq(acc)
-            with m.If(self.clear):
-                m.d.sync += acc.eq(0)
+                        add = Mux(gate2, Mux(gate, boths[r], t2s[r]), t1s[r])
+                        enable = gate | gate2
+                    a = acc[r][c][lane]
+                    # The restart has priority over the enable (a reset, not a select per bit).
+                    with m.If(restart):
+                        m.d.sync += a.eq(0)
+                    with m.Elif(valid & enable):
+                        m.d.sync += a.eq(a + add)
         return m

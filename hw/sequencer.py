@@ -228,6 +228,12 @@ class StepIssue(wiring.Component):
         # the working accumulators and clears them when done.
         wait = (s.last_step if cfg.double_buffer else s.first_step) & ~maxpool
         stall = wait & (self.drain_pending | last_ahead)
+        if cfg.double_buffer:
+            # The cycle after a tile's last step: a gap, the PE array's capture cycle
+            # (`hw.pe.PeArray`: no step accumulates while the sums move to the shadow).
+            gap = Signal()
+            m.d.sync += gap.eq(self.advance & s.last_step & ~maxpool)
+            stall = stall | gap
         m.d.comb += self.advance.eq(s.valid & ~stall)
 
         # A paired step's second run follows the column run through the taps.

@@ -10,12 +10,14 @@ tracing off and the results stream always ready (tests/test_hw_accelerator.py ch
   `isa.FIELDS_PER_WORD` fields per cycle), one start cycle, one end-of-pass cycle, and
   - array pass: one reduction step per cycle (`steps * taps` per tile) enters stage 1, the
     first the cycle after START; the last step of a tile waits there until the drain of the
-    previous tile is over (single-buffered accumulators: the first step waits); a drain
-    issues one row (and bit-plane) per cycle, `1 + pe_rows * out_planes` cycles (head:
-    `1 + pe_rows`, and after its last column tile `head_latency + 1` for the adder tree to
-    settle plus 4 per emitted logit), and starts `pipe_latency` = 3 cycles (4 with the issue
-    stage) after its tile's last step leaves stage 1 (the issue stage, operand fetch, the PE
-    array's operand register, its accumulate stage);
+    previous tile is over (single-buffered accumulators: the first step waits), and with
+    double buffering the cycle after a tile's last step issues nothing (the PE array's
+    capture); a drain issues one row (and bit-plane) per cycle, `1 + pe_rows * out_planes`
+    cycles (head: `1 + pe_rows`, and after its last column tile `head_latency + 1` for the
+    adder tree to settle plus 4 per emitted logit), and starts `pipe_latency` cycles (3 + 1
+    with the issue stage + 1 with double buffering) after its tile's last step leaves stage 1
+    (the issue stage, operand fetch, the PE array's operand register, its accumulate stage,
+    its capture);
     the pass ends when the last drain is idle and its last issued row has been written
     (`1 + drain_write_latency` cycles after the issue: the parameter register, the LIF
     stages, the write stage when built);
@@ -55,8 +57,8 @@ PASS_OVERHEAD = DESC_LOAD + 2  #: descriptor load, one start cycle, one end-of-p
 def pipe_latency(config) -> int:
     """Cycles from a tile's last step in stage 1 to its drain's first cycle: the issue stage
     (`ArrayConfig.issue_stage`), stage 2 (operand fetch), the PE array's operand register, its
-    accumulate stage."""
-    return int(config.issue_stage) + 1 + 2
+    accumulate stage and, with double buffering, its capture (`ArrayConfig.pe_latency`)."""
+    return int(config.issue_stage) + 1 + config.pe_latency
 
 
 def maxpool_latency(config) -> int:
@@ -148,7 +150,8 @@ def array_pass_cycles(config, desc: dict, tile_steps=None):
                     drain = drain_cycles(config, desc)
                     issue_end = last + pipe_latency(config) + drain
                 drain_end = last + pipe_latency(config) + drain
-                t = last + 1
+                # with double buffering, a gap cycle after a tile's last step (the capture)
+                t = last + 1 + int(double)
     if maxpool:
         end = last + maxpool_latency(config)
     else:

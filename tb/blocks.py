@@ -146,7 +146,7 @@ class PeBench:
         #: (cycle, sums): a tile's reference, due in the shadow at that cycle
         self.pending: list[tuple[int, np.ndarray]] = []
         from hw.pe import PeArray
-        self.latency = PeArray.latency
+        self.latency = PeArray(cfg).latency
         self.cycle = 0
         self.checks = 0
         self.fault_pending = os.environ.get("TB_FAULT") == "1"
@@ -237,6 +237,9 @@ class PeBench:
                 if last:  # in the shadow `PeArray.latency` edges on
                     self.pending.append((self.cycle + self.latency, ref))
                 await self.edge()
+                if last and self.cfg.double_buffer:  # the capture gap (no step)
+                    self.drive(self.garbage(), 0, self.rng.getrandbits(1))
+                    await self.edge()
         self.drive(self.garbage(), 0, 0)
         await self.edge()
         return refs

@@ -40,12 +40,13 @@ def get_pe_shadow(ctx, dut, config):
                       for c in range(config.pe_cols)] for r in range(config.pe_rows)])
 
 
-def run_pe_tiles(config, tiles, stall_every=0):
+def run_pe_tiles(config, tiles, stall_every=0, gap=True):
     """Drive `tiles`, each a list of steps (weights, shift, neg, rowops, colops[, shift2, neg2,
     colops2]; the optional part: a paired step), back to back with no start marker; stalls
-    insert invalid cycles. Returns the shadow accumulators (R, C, L) of each tile, read
-    `PeArray.latency` cycles after its last step was presented (while the next tile's steps
-    keep coming)."""
+    insert invalid cycles, and with double buffering one invalid cycle follows each tile's
+    last step (the capture gap the sequencer leaves; `gap=False` breaks that contract).
+    Returns the shadow accumulators (R, C, L) of each tile, read `PeArray.latency` cycles
+    after its last step was presented (while the next tile's steps keep coming)."""
     dut = PeArray(config)
     shadows = []
 
@@ -71,6 +72,9 @@ def run_pe_tiles(config, tiles, stall_every=0):
                 if k == len(steps) - 1:
                     due.append(bench.cycle + dut.latency)
                 await tick()
+                if k == len(steps) - 1 and gap and config.double_buffer:
+                    ctx.set(dut.valid, 0)
+                    await tick()
         ctx.set(dut.valid, 0)
         while due:
             await tick()
@@ -253,12 +257,23 @@ def test_lif_unit_lane_groups(stage_lanes):
 
 @pytest.mark.parametrize("stall", [0, 3])
 def test_pe_tiles_back_to_back_restart_from_zero(stall):
-    """A tile's `last` step resets the working accumulators: the next tile, issued in the
-    very next cycle, sums from 0 (no start marker, no per-lane mux)."""
+    """A tile's capture (the cycle after its `last` step) resets the working accumulators:
+    the next tile, issued right after that gap, sums from 0 (no start marker, no per-lane
+    mux)."""
     rng = np.random.default_rng(5)
     tiles = [random_paired_steps(rng, CFG, int(rng.integers(1, 5))) for _ in range(6)]
     for got, tile in zip(run_pe_tiles(CFG, tiles, stall), tiles, strict=True):
         np.testing.assert_array_equal(got, reference(CFG, tile))
+
+
+def test_pe_step_in_the_capture_gap_is_lost():
+    """Negative control for the gap: a step presented in the cycle after a tile's last step
+    falls into the capture (the working accumulators restart) and its sums are lost, so the
+    sequencer's gap (`StepIssue`) and the cycle model's count of it matter."""
+    rng = np.random.default_rng(5)
+    tiles = [random_paired_steps(rng, CFG, 3) for _ in range(4)]
+    got = run_pe_tiles(CFG, tiles, gap=False)
+    assert any(not np.array_equal(g, reference(CFG, t)) for g, t in zip(got, tiles, strict=True))
 
 
 def test_pe_array_without_paired_steps():
