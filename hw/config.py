@@ -82,12 +82,14 @@ class ArrayConfig:
     #: the pipeline (`pysim.cycles.pipe_latency`) and about 2 * 14 + 3 * pe_cols + 8 *
     #: pe_rows flip-flops. Off on a small FPGA whose clock is not limited there.
     issue_stage: bool = True
-    #: A register between the drain's last stage (the LIF units' final lanes, the raw
-    #: bit-plane select) and the activation banks' write port: the membrane arithmetic and
-    #: the write's routing to the banks become two paths, for one cycle more at the end of
-    #: each pass (`drain_write_latency`) and `pe_cols * (lanes + 1)` + an address's
+    #: Two register stages in the drain: the shadow row it selects (a `pe_rows`:1 select of
+    #: `pe_cols * lanes` sums) before the LIF units, and the write (spikes or raw bit-planes)
+    #: before the activation banks' write port: the row select, the membrane arithmetic and
+    #: the write's route to the banks (spread over the device on a wide array) become three
+    #: paths, for two cycles more at the end of each pass (`drain_write_latency`), one more
+    #: per head emission and `pe_cols * (lanes * (acc_bits + 1) + 1)` + an address's
     #: flip-flops. Off on a small FPGA whose clock is not limited there.
-    write_stage: bool = True
+    drain_registers: bool = True
 
     def __post_init__(self):
         def need(cond: bool, field: str, allowed: str):
@@ -147,10 +149,17 @@ class ArrayConfig:
         return 2 + int(self.double_buffer)
 
     @property
+    def drain_row_latency(self) -> int:
+        """Cycles from a drained row's registered command (the drain's stage D1) to its sums
+        at the LIF units and the head's adder tree: the row register if built."""
+        return int(self.drain_registers)
+
+    @property
     def drain_write_latency(self) -> int:
         """Cycles from a drained row's registered command (the drain's stage D1) to its
-        write into the activation banks: the LIF stages, then the write stage if built."""
-        return self.lif_latency + int(self.write_stage)
+        write into the activation banks: the row register, the LIF stages, the write
+        register (`drain_registers`)."""
+        return self.lif_latency + 2 * int(self.drain_registers)
 
     @property
     def head_latency(self) -> int:

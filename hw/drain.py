@@ -16,12 +16,15 @@ after `done`. `pipe_busy` is high while issued rows are still on their way to me
 Its reference is `pysim.hwref.Executor.drain` (and `pysim.hwref.lif_unit`).
 
 Latency: the first row is issued 2 cycles after `start` (a cycle for the parameter read); a
-row issued in cycle i is registered in i + 1 (LIF stage 0 works there) and written in
-i + 1 + drain_write_latency (the LIF stages, then the write stage if
-`ArrayConfig.write_stage`); a head row's sum reaches its logit in i + 1 + head_latency. Busy cycles
-per tile: `pysim.cycles.drain_cycles`.
+row issued in cycle i is registered in i + 1 (stage D1: its command and parameters), its
+shadow row reaches the LIF units in i + 1 + drain_row_latency (with
+`ArrayConfig.drain_registers` a register holds it: the row select and LIF stage 0 are two
+paths), and it is written in i + 1 + drain_write_latency (the LIF stages and, with
+`drain_registers`, a register before the banks); a head row's sum reaches its logit in
+i + 1 + drain_row_latency + head_latency. Busy cycles per tile: `pysim.cycles.drain_cycles`.
 Throughput: one row (or bit-plane) per cycle.
-Cost: `pe_cols` LIF units, the shadow row's `pe_rows`:1 mux, `pe_cols * lanes` bits per LIF
+Cost: `pe_cols` LIF units, the shadow row's `pe_rows`:1 mux (and its register with
+`drain_registers`), `pe_cols * lanes` bits per LIF
 stage of raw planes in flight, the head's adder tree over `pe_cols * lanes` sums, `pe_rows`
 32-bit logits; no multipliers.
 """
@@ -93,7 +96,7 @@ class Drain(wiring.Component):
         dr_row_addr = Signal(AW)
         last_plane_c = Signal()
         dr_byte = Signal(2)
-        dr_wait = Signal(range(cfg.head_latency + 2))
+        dr_wait = Signal(range(cfg.head_latency + cfg.drain_row_latency + 2))
         logits = [Signal(32, name=f"logit{r}") for r in range(R)]
         m.d.comb += self.busy.eq(dr_phase != 0)
         with m.If(self.start):
@@ -136,30 +139,37 @@ class Drain(wiring.Component):
                 value = q
             return value
 
+        # Stage D2 (`drain_registers`): the selected row and its command, registered.
+        ROW_LAT = cfg.drain_row_latency
+        row = delayed(shadow_row, ROW_LAT, "row")
+        d2 = delayed(d1, ROW_LAT, "d2")
+        d2_bias = delayed(d1_bias, ROW_LAT, "d2_bias")
+        d2_thr = delayed(d1_thr, ROW_LAT, "d2_thr")
+
         LIF_LAT = cfg.lif_latency
         spikes = Signal(data.ArrayLayout(L, C))
         planes = Signal(data.ArrayLayout(L, C))
         terms = []
         for c in range(C):
             m.submodules[f"lif{c}"] = lif = LifUnit(cfg)
-            m.d.comb += [lif.x.eq(shadow_row[c]), lif.bias.eq(d1_bias),
-                         lif.threshold.eq(d1_thr), lif.start.eq(self.lane_start),
+            m.d.comb += [lif.x.eq(row[c]), lif.bias.eq(d2_bias),
+                         lif.threshold.eq(d2_thr), lif.start.eq(self.lane_start),
                          lif.valid.eq(self.lane_valid), lif.step.eq(desc.out_mode == isa.OUT_STEP),
                          spikes[c].eq(lif.spikes)]
             # Raw outputs: bit-plane `plane` of x + bias, from the LIF unit's bias adders.
             m.d.comb += planes[c].eq(Cat(*[
-                lif.biased[lane].bit_select(d1.plane[:log2_ceil(A + 1)], 1)
+                lif.biased[lane].bit_select(d2.plane[:log2_ceil(A + 1)], 1)
                 for lane in range(L)]) & self.lane_valid)
-            terms += [shadow_row[c][lane] for lane in range(L)]
+            terms += [row[c][lane] for lane in range(L)]
         # Write-back: the command and the raw planes wait for the LIF units' stages.
-        wb = delayed(d1, LIF_LAT, "wb")
+        wb = delayed(d2, LIF_LAT, "wb")
         wb_planes = delayed(planes, LIF_LAT, "wb_planes")
         write = Signal(self.write.shape(), name="write_q")
         m.d.comb += [write.valid.eq(wb.write), write.addr.eq(wb.addr),
                      write.words.eq(Mux(raw, wb_planes, spikes)), write.en.eq(wb.en)]
-        if cfg.write_stage:
-            # The write stage: the last LIF lanes' membrane arithmetic and the route to the
-            # banks' write ports (spread over the device on a wide array) are two paths.
+        if cfg.drain_registers:
+            # The write register: the last LIF lanes' membrane arithmetic and the route to
+            # the banks' write ports (spread over the device on a wide array) are two paths.
             m.d.sync += self.write.eq(write)
         else:
             m.d.comb += self.write.eq(write)
@@ -171,8 +181,8 @@ class Drain(wiring.Component):
         # added to its running logit at the end (the bias on the first column tile).
         row_sum = sum_tree(m, terms, "row_sum", register_every=2)
         HEAD_LAT = cfg.head_latency
-        hd = delayed(d1, HEAD_LAT, "head")
-        hd_bias = delayed(d1_bias, HEAD_LAT, "head_bias")
+        hd = delayed(d2, HEAD_LAT, "head")
+        hd_bias = delayed(d2_bias, HEAD_LAT, "head_bias")
         logit_row = Signal(32)
         with m.Switch(hd.row):
             for r in range(R):
@@ -212,7 +222,7 @@ class Drain(wiring.Component):
                                      dr_addr.eq(dr_addr + desc.out_plane)]
             with m.Case(4):
                 m.d.sync += dr_wait.eq(dr_wait + 1)
-                with m.If(dr_wait == HEAD_LAT):
+                with m.If(dr_wait == HEAD_LAT + ROW_LAT):
                     m.d.sync += [dr_phase.eq(3), dr_row.eq(0), dr_byte.eq(0)]
             with m.Case(3):
                 with m.If(self.emit_ready):

@@ -20,7 +20,7 @@ tracing off and the results stream always ready (tests/test_hw_accelerator.py ch
     its capture);
     the pass ends when the last drain is idle and its last issued row has been written
     (`1 + drain_write_latency` cycles after the issue: the parameter register, the LIF
-    stages, the write stage when built);
+    stages, with `drain_registers` the row and write registers);
   - max-pool pass: the array's loops without a drain: 3 row reads (x `reads`) per chunk of `k`
     outputs of one output row, with `(k, reads) = isa.maxpool_chunk(pe_cols)`
     (k = (pe_cols - 1) // 2, one read per row from pe_cols = 4 up), plus `maxpool_latency` =
@@ -83,8 +83,9 @@ class PassCycles:
 
 def head_emit_cycles(config, emits: int) -> int:
     """Cycles of a head tile's emission: its last row's sum settles through the adder tree's
-    registers and the write-back (`head_latency + 1`), then 4 bytes per logit."""
-    return config.head_latency + 1 + 4 * emits if emits else 0
+    registers and the write-back (`head_latency + 1`, one more with the drain's row
+    register), then 4 bytes per logit."""
+    return config.head_latency + 1 + config.drain_row_latency + 4 * emits if emits else 0
 
 
 def drain_cycles(config, desc: dict, emits: int = 0) -> int:
@@ -156,7 +157,8 @@ def array_pass_cycles(config, desc: dict, tile_steps=None):
         end = last + maxpool_latency(config)
     else:
         # The pass ends when the drain is idle and its last issued row has left the
-        # write-back pipeline (the parameter register, the LIF units' stages, the write stage).
+        # write-back pipeline (the parameter register, the row register, the LIF units' stages,
+        # the write register).
         end = np.maximum(drain_end, issue_end + 1 + config.drain_write_latency)
     return int(end) if tile_steps is None else end
 

@@ -69,10 +69,10 @@ NARROW = ArrayConfig(name="narrow", pe_rows=2, pe_cols=2, lanes=4, act_depth=819
 WIDE = ArrayConfig(name="wide", pe_rows=2, pe_cols=8, lanes=4, act_depth=1024,
                    weight_depth=1024, param_depth=256, step_depth=1024, program_depth=32,
                    input_depth=128)
-#: Without paired steps, lane packing, double buffering and the write stage (the
+#: Without paired steps, lane packing, double buffering and the drain's registers (the
 #: iCEBreaker's kind of array).
 LEAN = NARROW.replace(name="lean", paired_steps=False, lane_packing=False, double_buffer=False,
-                      write_stage=False)
+                      drain_registers=False)
 
 
 #: The three longest runs (1-1.5 min of CPU together) stay out of `make test-fast`; the lean
