@@ -54,7 +54,7 @@ figures per board and configuration are in the README (`make synth`, `make explo
 """
 
 from amaranth import Const, Module, Mux, ResetInserter, Signal, unsigned
-from amaranth.lib import data, wiring
+from amaranth.lib import data, enum, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -73,6 +73,19 @@ from .unpack import InputUnpacker
 
 #: The core's status output (also read by the host link).
 STATUS_LAYOUT = data.StructLayout({"ready": 1, "busy": 1, "error": 8})
+
+
+class PassState(enum.Enum, shape=4):
+    """The pass controller's states (`_Core._controller`)."""
+    IDLE = 0  #: waiting for a loaded program and an input
+    UNPACK = 1  #: the input's pixels become bit-planes in the activation memory
+    DESC = 2  #: the next descriptor's first program word is read
+    DESC_LATCH = 3  #: its words are latched, one per cycle
+    START = 4  #: the loop sequencer starts the pass
+    ARRAY = 5  #: steps run until the pipeline is empty
+    PASS_END = 6  #: a traced pass's outputs are dumped, or the next pass begins
+    DUMP = 7  #: the trace dump sends the pass's outputs
+    FINISH = 8  #: the inference is over
 
 
 class Accelerator(wiring.Component):
@@ -258,52 +271,53 @@ class _Core(wiring.Component):
 
         def next_pass():
             with m.If(pass_last):
-                m.next = "FINISH"
+                m.d.sync += state.eq(PassState.FINISH)
             with m.Else():
-                m.d.sync += [pass_i.eq(pass_i + 1), pass_last.eq(pass_i + 2 == loader.n_passes)]
-                m.next = "DESC"
+                m.d.sync += [pass_i.eq(pass_i + 1), pass_last.eq(pass_i + 2 == loader.n_passes),
+                             state.eq(PassState.DESC)]
 
-        with m.FSM():
-            with m.State("IDLE"):
+        state = Signal(PassState)
+        with m.Switch(state):
+            with m.Case(PassState.IDLE):
                 with m.If(loader.ready & tin.available):
                     m.d.comb += unpack.start.eq(1)
                     m.d.sync += [busy.eq(1), trace_on.eq(tin.trace)]
-                    m.next = "UNPACK"
-            with m.State("UNPACK"):
+                    m.d.sync += state.eq(PassState.UNPACK)
+            with m.Case(PassState.UNPACK):
                 with m.If(unpack.done):
                     m.d.sync += [pass_i.eq(0), pass_last.eq(loader.n_passes == 1),
                                  prog_rd.eq(0)]
-                    m.next = "DESC"
+                    m.d.sync += state.eq(PassState.DESC)
             # A descriptor: NW words, one per cycle; prog_rd ends on the next one's first word.
-            with m.State("DESC"):
+            with m.Case(PassState.DESC):
                 m.d.comb += prog_read.addr.eq(prog_rd)
                 m.d.sync += [prog_rd.eq(prog_rd + 1), desc_word.eq(0)]
-                m.next = "DESC_LATCH"
-            with m.State("DESC_LATCH"):
+                m.d.sync += state.eq(PassState.DESC_LATCH)
+            with m.Case(PassState.DESC_LATCH):
                 m.d.comb += [prog_read.addr.eq(prog_rd), loops.desc_word.valid.eq(1)]
                 m.d.sync += desc_word.eq(desc_word + 1)
                 with m.If(desc_word == NW - 1):
-                    m.next = "START"
+                    m.d.sync += state.eq(PassState.START)
                 with m.Else():
                     m.d.sync += prog_rd.eq(prog_rd + 1)
-            with m.State("START"):
+            with m.Case(PassState.START):
                 m.d.comb += loops.start.eq(1)
-                m.next = "ARRAY"
-            with m.State("ARRAY"):
+                m.d.sync += state.eq(PassState.ARRAY)
+            with m.Case(PassState.ARRAY):
                 with m.If(pipeline_empty):
-                    m.next = "PASS_END"
-            with m.State("PASS_END"):
+                    m.d.sync += state.eq(PassState.PASS_END)
+            with m.Case(PassState.PASS_END):
                 with m.If(trace_on & (loops.desc.dump_words != 0)):
                     m.d.comb += dump.start.eq(1)
-                    m.next = "DUMP"
+                    m.d.sync += state.eq(PassState.DUMP)
                 with m.Else():
                     next_pass()
-            with m.State("DUMP"):
+            with m.Case(PassState.DUMP):
                 with m.If(dump.done):
                     next_pass()
-            with m.State("FINISH"):
+            with m.Case(PassState.FINISH):
                 m.d.sync += busy.eq(0)
-                m.next = "IDLE"
+                m.d.sync += state.eq(PassState.IDLE)
 
     def _memories(self, m, loader, loops, issue, pe, drain, busy):
         """The weight, parameter, step and program memories, written by the loader and read

@@ -30,7 +30,7 @@ stage of raw planes in flight, the head's adder tree over `pe_cols * lanes` sums
 """
 
 from amaranth import Cat, Module, Mux, Signal, signed
-from amaranth.lib import data, wiring
+from amaranth.lib import data, enum, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import isa
@@ -54,6 +54,15 @@ def desc_layout(config: ArrayConfig) -> data.StructLayout:
     bits = isa.field_bits(config)
     return data.StructLayout({name: bits[name] for name in
                               ("out_mode", "out_planes", "out_row", "out_plane")})
+
+
+class DrainPhase(enum.Enum, shape=3):
+    """What the drain does this cycle."""
+    IDLE = 0
+    PARAM = 1  #: the first cycle: the first row's parameters are read
+    ROWS = 2  #: one row (or bit-plane) issued per cycle
+    EMIT = 3  #: the head's logits go out byte by byte
+    SETTLE = 4  #: the head's last row sum passes the adder tree's registers
 
 
 class Drain(wiring.Component):
@@ -89,7 +98,7 @@ class Drain(wiring.Component):
         AW = log2_ceil(cfg.act_depth * C)
         BITS = isa.field_bits(cfg)
         dr, desc = self.tile, self.desc
-        dr_phase = Signal(3)  # 0 idle, 1 first cycle (param read), 2 rows, 3 emit, 4 settle
+        dr_phase = Signal(DrainPhase)
         dr_row = Signal(range(R + 1))
         dr_plane = Signal(BITS["out_planes"])
         dr_addr = Signal(AW)
@@ -98,11 +107,12 @@ class Drain(wiring.Component):
         dr_byte = Signal(2)
         dr_wait = Signal(range(cfg.head_latency + cfg.drain_row_latency + 2))
         logits = [Signal(32, name=f"logit{r}") for r in range(R)]
-        m.d.comb += self.busy.eq(dr_phase != 0)
+        m.d.comb += self.busy.eq(dr_phase != DrainPhase.IDLE)
         with m.If(self.start):
-            m.d.sync += [dr_phase.eq(1), dr_row.eq(0), dr_plane.eq(0)]
-        m.d.comb += self.param_addr.eq(dr.par_t + dr_row + ((dr_phase == 2) & last_plane_c))
-        with m.If(dr_phase == 1):
+            m.d.sync += [dr_phase.eq(DrainPhase.PARAM), dr_row.eq(0), dr_plane.eq(0)]
+        rows = dr_phase == DrainPhase.ROWS
+        m.d.comb += self.param_addr.eq(dr.par_t + dr_row + (rows & last_plane_c))
+        with m.If(dr_phase == DrainPhase.PARAM):
             m.d.comb += self.param_addr.eq(dr.par_t)
         head = desc.out_mode == isa.OUT_HEAD
         raw = desc.out_mode == isa.OUT_RAW
@@ -110,7 +120,7 @@ class Drain(wiring.Component):
         last_plane = dr_plane == desc.out_planes - 1
         m.d.comb += last_plane_c.eq(last_plane)
         issue = Signal()  # a row (plane) is issued this cycle
-        m.d.comb += issue.eq(dr_phase == 2)
+        m.d.comb += issue.eq(rows)
 
         # Stage D1: the issued row's command and its parameters, registered.
         d1 = Signal(data.StructLayout({
@@ -197,16 +207,17 @@ class Drain(wiring.Component):
                         m.d.sync += logits[r].eq(logit)
 
         with m.Switch(dr_phase):
-            with m.Case(1):
-                m.d.sync += [dr_phase.eq(2), dr_addr.eq(dr.out_t), dr_row_addr.eq(dr.out_t)]
-            with m.Case(2):
+            with m.Case(DrainPhase.PARAM):
+                m.d.sync += [dr_phase.eq(DrainPhase.ROWS), dr_addr.eq(dr.out_t),
+                             dr_row_addr.eq(dr.out_t)]
+            with m.Case(DrainPhase.ROWS):
                 with m.If(head):
                     with m.If(dr_row == R - 1):
                         with m.If(dr.last_ct):
                             # Emit the tile's logits once the last row's sum is in.
-                            m.d.sync += [dr_phase.eq(4), dr_wait.eq(0)]
+                            m.d.sync += [dr_phase.eq(DrainPhase.SETTLE), dr_wait.eq(0)]
                         with m.Else():
-                            m.d.sync += dr_phase.eq(0)
+                            m.d.sync += dr_phase.eq(DrainPhase.IDLE)
                             m.d.comb += self.done.eq(1)
                     m.d.sync += dr_row.eq(dr_row + 1)
                 with m.Else():
@@ -215,22 +226,22 @@ class Drain(wiring.Component):
                         m.d.sync += [dr_plane.eq(0), dr_row.eq(dr_row + 1), dr_row_addr.eq(nxt),
                                      dr_addr.eq(nxt)]
                         with m.If(dr_row == R - 1):
-                            m.d.sync += dr_phase.eq(0)
+                            m.d.sync += dr_phase.eq(DrainPhase.IDLE)
                             m.d.comb += self.done.eq(1)
                     with m.Else():
                         m.d.sync += [dr_plane.eq(dr_plane + 1),
                                      dr_addr.eq(dr_addr + desc.out_plane)]
-            with m.Case(4):
+            with m.Case(DrainPhase.SETTLE):
                 m.d.sync += dr_wait.eq(dr_wait + 1)
                 with m.If(dr_wait == HEAD_LAT + ROW_LAT):
-                    m.d.sync += [dr_phase.eq(3), dr_row.eq(0), dr_byte.eq(0)]
-            with m.Case(3):
+                    m.d.sync += [dr_phase.eq(DrainPhase.EMIT), dr_row.eq(0), dr_byte.eq(0)]
+            with m.Case(DrainPhase.EMIT):
                 with m.If(self.emit_ready):
                     m.d.sync += dr_byte.eq(dr_byte + 1)
                     with m.If(dr_byte == 3):
                         m.d.sync += dr_row.eq(dr_row + 1)
                         with m.If((dr_row == R - 1) | (dr_row + 1 == dr.rows_left)):
-                            m.d.sync += [dr_phase.eq(0), dr_row.eq(0)]
+                            m.d.sync += [dr_phase.eq(DrainPhase.IDLE), dr_row.eq(0)]
                             m.d.comb += self.done.eq(1)
         # The logit being emitted, byte by byte (explicit muxes: a variable part-select
         # would be a multiply by 8).
@@ -244,8 +255,8 @@ class Drain(wiring.Component):
             for i in range(4):
                 with m.Case(i):
                     m.d.comb += emit_byte.eq(emit_logit[8 * i:8 * i + 8])
-        m.d.comb += [self.emit_valid.eq(dr_phase == 3), self.emit_data.eq(emit_byte),
-                     self.emit_last.eq((dr_phase == 3) & dr.final & (dr_byte == 3) & (
+        m.d.comb += [self.emit_valid.eq(dr_phase == DrainPhase.EMIT), self.emit_data.eq(emit_byte),
+                     self.emit_last.eq((dr_phase == DrainPhase.EMIT) & dr.final & (dr_byte == 3) & (
                          (dr_row == R - 1) | (dr_row + 1 == dr.rows_left)))]
 
         return m
