@@ -208,15 +208,22 @@ class _Core(wiring.Component):
             clear = Signal()
             m.d.sync += clear.eq(drain.done)
             m.d.comb += pe.clear.eq(clear)
-        m.d.comb += [mp.words.eq(ops.colop), mp.valid.eq(s2.valid), mp.first.eq(s2.first),
-                     mp.seg.eq(s2.seg)]
-        # A max-pool chunk's outputs are registered with their write (address, column mask)
-        # and written a cycle later: the OR of the run words is not on a read-to-write path.
+        # The max-pool OR reads the run words from a register (as the PE array does): the
+        # bank read and the OR into its running register are two paths. Its chunk's outputs are
+        # registered with their write (address, column mask) and written a cycle later: the
+        # OR is not on a read-to-write path either. (A chunk is at least 3 steps, so the
+        # sequencer's chunk registers still hold this chunk when its last step is here.)
+        mp_in = Signal(data.StructLayout({"words": data.ArrayLayout(cfg.lanes, cfg.pe_cols),
+                                          "valid": 1, "first": 1, "last": 1, "seg": 2}))
+        m.d.sync += [mp_in.words.eq(ops.colop), mp_in.valid.eq(s2.valid & maxpool),
+                     mp_in.first.eq(s2.first), mp_in.last.eq(s2.last), mp_in.seg.eq(s2.seg)]
+        m.d.comb += [mp.words.eq(mp_in.words), mp.valid.eq(mp_in.valid),
+                     mp.first.eq(mp_in.first), mp.seg.eq(mp_in.seg)]
         C, MP_K = cfg.pe_cols, isa.maxpool_chunk(cfg.pe_cols)[0]
         mp_write = Signal()
         mp_words = Signal(data.ArrayLayout(cfg.lanes, MP_K))
         mp_addr, mp_wmask = Signal.like(act.write.addr), Signal(C)
-        m.d.sync += [mp_write.eq(s2.valid & s2.last & maxpool), mp_words.eq(mp.result),
+        m.d.sync += [mp_write.eq(mp_in.valid & mp_in.last), mp_words.eq(mp.result),
                      mp_addr.eq(issue.chunk.out_t),
                      mp_wmask.eq(Mux(issue.chunk.last_ct, ~(Const(-1, C) << d.mp_last),
                                      (1 << MP_K) - 1))]
@@ -249,7 +256,7 @@ class _Core(wiring.Component):
         m.d.comb += dump.emit_ready.eq(res.ready)
 
         pipeline_empty = (~loops.state.valid & ~issue.pending & ~pe.last_pending & ~drain.busy
-                          & ~drain.pipe_busy & ~mp_write)
+                          & ~drain.pipe_busy & ~mp_in.valid & ~mp_write)
         self._controller(m, loader, tin, unpack, loops, dump, prog_read, busy, pipeline_empty)
         return m
 

@@ -24,7 +24,7 @@ tracing off and the results stream always ready (tests/test_hw_accelerator.py ch
   - max-pool pass: the array's loops without a drain: 3 row reads (x `reads`) per chunk of `k`
     outputs of one output row, with `(k, reads) = isa.maxpool_chunk(pe_cols)`
     (k = (pe_cols - 1) // 2, one read per row from pe_cols = 4 up), plus `maxpool_latency` =
-    3 pipeline cycles (4 with the issue stage);
+    4 pipeline cycles (5 with the issue stage);
 - 1 cycle to return to idle.
 
 Utilization is reported two ways per layer (`CycleReport.layers`, `CycleReport.table`):
@@ -63,8 +63,8 @@ def pipe_latency(config) -> int:
 
 def maxpool_latency(config) -> int:
     """Cycles from a max-pool pass's last step in stage 1 to the pass's end: the issue stage,
-    stage 2 ORs, the chunk's outputs are registered, then written."""
-    return int(config.issue_stage) + 3
+    stage 2, the OR's input register, the chunk's outputs are registered, then written."""
+    return int(config.issue_stage) + 4
 
 
 @dataclass
