@@ -25,7 +25,7 @@ export OPENFPGALOADER ?= true
 export DFU_SUFFIX ?= true
 export PYTHONHASHSEED := 0
 
-.PHONY: all venv iverilog test test-fast sim sim-fashion eval train lint synth explore bench fuzz soak noisy sparsity clean
+.PHONY: all venv iverilog test test-fast sim sim-fashion eval train pretrain lint synth explore bench fuzz soak noisy sparsity clean
 
 all: test
 
@@ -66,6 +66,14 @@ lint: $(STAMP)
 # the Fashion-MNIST ones (all five, or MODEL only when given), resuming after a kill.
 train: $(STAMP)
 	$(PY) -m pysim.train --dataset $(DATASET) $(if $(filter command line environment,$(origin MODEL)),--model $(MODEL),--all)
+
+# `make pretrain`: masked self-supervised pre-training of the Fashion-MNIST spikformer_v2 encoder
+# (pysim/pretrain.py; labels unused), resuming after a kill. Optional: PRETRAIN_EPOCHS (10),
+# MASK_RATIO (0.75), T (time steps, 4; T=1 writes spikformer_v2_t1-encoder.pt). Writes
+# checkpoints/fashion/pretrained/spikformer_v2[_t<T>]-encoder.pt; fine-tune it with
+# `python -m pysim.train --dataset fashion --model spikformer_v2 --init-encoder <file> [--T 1]`.
+pretrain: $(STAMP)
+	$(PY) -m pysim.pretrain $(if $(PRETRAIN_EPOCHS),--epochs $(PRETRAIN_EPOCHS)) $(if $(MASK_RATIO),--mask-ratio $(MASK_RATIO)) $(if $(T),--T $(T))
 
 eval: $(STAMP)
 	$(PY) -m pysim.evaluate --dataset $(DATASET) $(if $(filter digits,$(DATASET)),--out build/eval/report.json)

@@ -5,7 +5,9 @@
     python -m pysim.train --dataset fashion --model spikformer    # `make train DATASET=fashion`
     options: --weight-bits 2..8 (default 8), --epochs N (float stage), --qat-epochs N, --seed S,
              --lr A[,B,...] (several: each is trained and the best on validation is kept),
-             --data-dir DIR (Fashion-MNIST IDX files), --fresh (ignore a resume state)
+             --data-dir DIR (Fashion-MNIST IDX files), --fresh (ignore a resume state),
+             --T N (time steps, default 4), --init-encoder FILE (start from a pre-trained
+             encoder, `pysim.pretrain`), --suffix S (output name `<variant><S>`)
 
 Stage 1 trains the float network (Adam, cosine learning rate, BatchNorm in train mode). Stage 2
 folds BatchNorm (running statistics) into the conv weights, fake-quantizes them with the scales of
@@ -24,6 +26,13 @@ same command again after a kill continues from the last finished epoch and gives
 weights as an uninterrupted run. Each variant writes `<checkpoints>/<variant>.pt` (float and QAT
 state and the metrics) and the integer export `<variant>.json` + `.npz`; checkpoints are
 `checkpoints/` for digits and `checkpoints/fashion/` for Fashion-MNIST.
+
+Fine-tuning and other time steps: `--init-encoder FILE` loads a masked-pre-trained encoder
+(`python -m pysim.pretrain`, `make pretrain`) into the classifier before the float stage, which
+then fine-tunes everything with the labels; QAT and export follow as usual. `--T N` trains and
+exports a model of N time steps (1 .. 16). Either one changes the output name unless `--suffix`
+is given: `_pt` for a pre-trained start and `_t<N>` for T != 4, e.g. `spikformer_v2_pt_t1.pt`,
+so that the variants and their from-scratch baselines never overwrite the main checkpoint.
 """
 
 from __future__ import annotations
@@ -266,12 +275,15 @@ def train_variant(variant: str, weight_bits: int = 8, epochs: int | None = None,
                   qat_epochs: int | None = None, seed: int = 0, progress: bool = True,
                   train_limit: int | None = None, dataset: str = "digits",
                   lr: float | None = None, resume: Path | None = None,
-                  stop_after: int | None = None, data_dir=None, split=None):
+                  stop_after: int | None = None, data_dir=None, split=None, T: int = 4,
+                  init_encoder: Path | None = None):
     """Train one variant; returns `(float_model, qat_model, metrics)` (no checkpoint written).
 
     `metrics` holds the validation accuracies (float and QAT) and the per-epoch history; the
     test split is not looked at. `resume` names the resume file (None: no resume file);
-    `stop_after` (tests) raises `Interrupted` after that many epochs of this call.
+    `stop_after` (tests) raises `Interrupted` after that many epochs of this call. `T` is the
+    number of time steps; `init_encoder` names a pre-trained encoder file (`pysim.pretrain`)
+    loaded into the float model before the float stage.
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
@@ -286,7 +298,12 @@ def train_variant(variant: str, weight_bits: int = 8, epochs: int | None = None,
     x = torch.from_numpy(x_train.astype(np.float32))
     y = torch.from_numpy(np.array(y_train))
     generator = torch.Generator().manual_seed(seed)
-    model = build_model(variant, dataset)
+    model = build_model(variant, dataset, T=T)
+    pretrained = None
+    if init_encoder is not None:
+        from pysim.pretrain import file_digest, load_encoder
+        pretrained = {"path": str(init_encoder), "sha256": file_digest(init_encoder),
+                      "meta": load_encoder(model, init_encoder)}
     if dataset == "digits":
         augment = _shifted
     else:
@@ -296,6 +313,10 @@ def train_variant(variant: str, weight_bits: int = 8, epochs: int | None = None,
            "epochs": epochs, "qat_epochs": qat_epochs, "lr": lr, "batch": hp["batch"],
            "qat_lr": hp["qat_lr"], "train_limit": train_limit, "train_size": len(x),
            "shift": hp["shift"]}
+    if T != 4:  # (only when set, so that the resume files of T=4 runs stay valid)
+        key["T"] = T
+    if pretrained is not None:
+        key["init_encoder"] = pretrained["sha256"]
     run = _Run(key, resume, progress, stop_after, (x_val, y_val))
     _stage(run, "float", model, x, y, epochs, lr, hp["batch"], generator, augment,
            f"{variant} float", {})
@@ -311,13 +332,19 @@ def train_variant(variant: str, weight_bits: int = 8, epochs: int | None = None,
         "val_qat_accuracy": accuracy(model, x_val, y_val),
         "history": run.history,
     }
+    if T != 4:
+        metrics["T"] = T
+    if pretrained is not None:
+        metrics["init_encoder"] = pretrained
     return float_model, model, metrics
 
 
 def save_checkpoint(variant: str, float_model: SpikingTransformer, qat_model: SpikingTransformer,
-                    meta: dict, directory: str | Path | None = None) -> dict:
-    """Write `<variant>.pt` (config, float and QAT state, meta) and the integer export."""
-    paths = checkpoint_paths(variant, directory)
+                    meta: dict, directory: str | Path | None = None, name: str | None = None
+                    ) -> dict:
+    """Write `<name>.pt` (config, float and QAT state, meta) and the integer export; `name`
+    is the variant unless given (`output_name`)."""
+    paths = checkpoint_paths(name or variant, directory)
     paths["pt"].parent.mkdir(parents=True, exist_ok=True)
     torch.save({"variant": variant, "config": config_dict(float_model.config),
                 "float_state": float_model.state_dict(), "qat_state": qat_model.state_dict(),
@@ -327,20 +354,33 @@ def save_checkpoint(variant: str, float_model: SpikingTransformer, qat_model: Sp
 
 
 def resume_path(dataset: str, variant: str, lr: float) -> Path:
+    """Resume file of one run; `variant` is the output name (`output_name`)."""
     return RESUME_DIR / dataset / f"{variant}-lr{lr:g}.resume.pt"
 
 
+def output_name(variant: str, T: int = 4, pretrained: bool = False,
+                suffix: str | None = None) -> str:
+    """Checkpoint and resume name: `<variant><suffix>`; without a suffix `_pt` marks a
+    pre-trained start and `_t<T>` a T other than 4 (`spikformer_v2_pt_t1`)."""
+    if suffix is None:
+        suffix = ("_pt" if pretrained else "") + (f"_t{T}" if T != 4 else "")
+    return variant + suffix
+
+
 def train_and_select(variant: str, dataset: str, lrs, weight_bits: int, epochs, qat_epochs,
-                     seed: int, progress: bool, data_dir=None, use_resume: bool = True):
+                     seed: int, progress: bool, data_dir=None, use_resume: bool = True,
+                     T: int = 4, init_encoder: Path | None = None, name: str | None = None):
     """Train every learning rate of `lrs` and keep the best QAT validation accuracy."""
     split = dataset_split(dataset, seed, data_dir)
     best, candidates = None, {}
     for lr in lrs:
-        path = resume_path(dataset, variant, lr) if use_resume else None
+        path = resume_path(dataset, name or variant, lr) if use_resume else None
         result = train_variant(variant, weight_bits, epochs, qat_epochs, seed, progress,
-                               dataset=dataset, lr=lr, resume=path, split=split)
+                               dataset=dataset, lr=lr, resume=path, split=split, T=T,
+                               init_encoder=init_encoder)
         candidates[f"{lr:g}"] = result[2]["val_qat_accuracy"]
-        print(f"{variant} lr {lr:g}: validation float {result[2]['val_float_accuracy']:.2%}, "
+        print(f"{name or variant} lr {lr:g}: validation float "
+              f"{result[2]['val_float_accuracy']:.2%}, "
               f"QAT {result[2]['val_qat_accuracy']:.2%}", flush=True)
         if best is None or result[2]["val_qat_accuracy"] > best[2]["val_qat_accuracy"]:
             best = result
@@ -369,21 +409,38 @@ def main(argv=None) -> int:
                              "or /usr/share/datasets/fashion-mnist)")
     parser.add_argument("--fresh", action="store_true", help="ignore and overwrite resume files")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--T", type=int, default=4, help="time steps, 1 .. 16 (default 4)")
+    parser.add_argument("--init-encoder", type=Path, default=None,
+                        help="pre-trained encoder file (`python -m pysim.pretrain`) loaded into "
+                             "the model before the float stage; needs --model")
+    parser.add_argument("--suffix", default=None,
+                        help="output name suffix: <variant><suffix>.pt/.json/.npz (default: "
+                             "'_pt' with --init-encoder, '_t<T>' when T != 4, else none)")
     args = parser.parse_args(argv)
     if not 2 <= args.weight_bits <= 8:
         parser.error(f"--weight-bits must be 2 .. 8, got {args.weight_bits}")
+    if not 1 <= args.T <= 16:
+        parser.error(f"--T must be 1 .. 16, got {args.T}")
+    if args.init_encoder is not None:
+        if args.model is None:
+            parser.error("--init-encoder needs --model (the encoder's variant)")
+        if not args.init_encoder.exists():
+            parser.error(f"--init-encoder: {args.init_encoder} does not exist; create it with "
+                         "`make pretrain` (or `python -m pysim.pretrain`)")
     hp = defaults(args.dataset)
     lrs = hp["lr"] if args.lr is None else tuple(float(v) for v in args.lr.split(","))
     out = args.out or checkpoint_dir(args.dataset)
     x_test, y_test = dataset_test(args.dataset)
     for variant in VARIANTS if args.all else (args.model,):
         start = time.monotonic()
+        name = output_name(variant, args.T, args.init_encoder is not None, args.suffix)
         if args.fresh:
             for lr in lrs:
-                resume_path(args.dataset, variant, lr).unlink(missing_ok=True)
+                resume_path(args.dataset, name, lr).unlink(missing_ok=True)
         float_model, qat_model, metrics = train_and_select(
             variant, args.dataset, lrs, args.weight_bits, args.epochs, args.qat_epochs,
-            args.seed, not args.no_progress, args.data_dir)
+            args.seed, not args.no_progress, args.data_dir, T=args.T,
+            init_encoder=args.init_encoder, name=name)
         metrics["float_accuracy"] = accuracy(float_model, x_test, y_test)
         metrics["qat_accuracy"] = accuracy(qat_model, x_test, y_test)
         metrics["golden_accuracy"] = int_accuracy(qat_model.export(), x_test, y_test)
@@ -393,8 +450,10 @@ def main(argv=None) -> int:
                 "qat_epochs": hp["qat_epochs"] if args.qat_epochs is None else args.qat_epochs,
                 "weight_bits": args.weight_bits, "batch": hp["batch"],
                 "train_minutes_this_run": round(minutes, 1), **metrics}
-        paths = save_checkpoint(variant, float_model, qat_model, meta, out)
-        print(f"{variant}: test float {metrics['float_accuracy']:.2%}, QAT "
+        if name != variant:
+            meta["name"] = name
+        paths = save_checkpoint(variant, float_model, qat_model, meta, out, name=name)
+        print(f"{name}: test float {metrics['float_accuracy']:.2%}, QAT "
               f"{metrics['qat_accuracy']:.2%}, integer {metrics['golden_accuracy']:.2%} "
               f"(lr {metrics['lr']:g}, {minutes:.1f} min) -> {paths['pt']}, {paths['json']}",
               flush=True)
