@@ -206,10 +206,10 @@ BOARDS = {
         program="iceprog build/synth/icebreaker/top.bin",
         serial="FTDI channel B: /dev/ttyUSB1 (Linux), 1 Mbaud 8N1",
     ),
-    # hw/boards/ulx3s-85f.json: 4x8x4 at the 25 MHz oscillator (an exact 1 Mbaud divisor, no
-    # PLL); the pipelined core routed with router2, seed 1, at a 50 MHz target to 39.83 MHz
-    # (the previous core: 20.17 MHz). The previous core's 4x16x4 default array did not converge
-    # in router2 at 15 MHz (about 30 overused wires for 100 iterations).
+    # hw/boards/ulx3s-85f.json: 4x8x4 without paired steps at the 25 MHz oscillator (an exact
+    # 1 Mbaud divisor, no PLL); routed with router2, seed 1, to 52.0 MHz (2026-12-03). Larger
+    # arrays of the same core did not converge in router2 (8x16x4: overuse rising after 19
+    # iterations; 8x8x4: after 33), nor did the previous core's 4x16x4 at 15 MHz.
     "ulx3s-85f": Board(
         name="ulx3s-85f", title="ULX3S 85F (LFE5U-85F-6BG381C)",
         platform_class=ULX3S_85F_Platform, family="ecp5", clock=("clk25", 25e6),
