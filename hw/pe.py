@@ -19,9 +19,9 @@ time step; all lanes of a row share one weight. Per cycle with `valid`, lane l o
 A tile ends with `last`. With double-buffered accumulators the cycle after the last step's
 accumulate is the tile's *capture*: the working accumulators' sums move into the shadow bank, so
 a drain can read them while the next tile accumulates, and the working accumulators restart
-from 0 (a synchronous reset of their flip-flops). No step may accumulate in the capture cycle:
-a step presented in the cycle after a `last` step is refused by contract (`StepIssue` leaves
-that gap; `pysim.cycles` counts it). Without `ArrayConfig.double_buffer`, `shadow` is the
+from 0 (a synchronous reset of their flip-flops). No step may be presented in the cycle
+after a `last` step: it would fall into the capture and be lost (`StepIssue` leaves that gap;
+`pysim.cycles` counts it). Without `ArrayConfig.double_buffer`, `shadow` is the
 working bank itself and `clear` (the drain's end) restarts it.
 
 The spike gate is the accumulators' clock enable: lane l of PE (r, c) loads `acc + t` only when

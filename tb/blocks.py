@@ -145,8 +145,7 @@ class PeBench:
         self.expected = np.zeros((cfg.pe_rows, cfg.pe_cols, cfg.lanes), np.int64)
         #: (cycle, sums): a tile's reference, due in the shadow at that cycle
         self.pending: list[tuple[int, np.ndarray]] = []
-        from hw.pe import PeArray
-        self.latency = PeArray(cfg).latency
+        self.latency = cfg.pe_latency  # `hw.pe.PeArray.latency`
         self.cycle = 0
         self.checks = 0
         self.fault_pending = os.environ.get("TB_FAULT") == "1"
