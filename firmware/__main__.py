@@ -131,7 +131,7 @@ def summary(r: dict) -> str:
 def main(argv=None) -> int:
     from hw.boards import BOARDS, get_board
     from hw.config import ArrayConfig
-    from pysim.data import DATASETS, test_split
+    from pysim.data import DATASETS, fit_images, test_split
 
     parser = argparse.ArgumentParser(prog="python -m firmware",
                                      description=__doc__.split("\n")[0])
@@ -169,6 +169,7 @@ def main(argv=None) -> int:
     folder = None if args.dataset == "digits" else cli.CHECKPOINTS / args.dataset
     model = cli.load_model(args.model, folder)
     x, y = test_split(args.dataset)
+    x = fit_images(x, model.input_spec.shape)  # (64-token models read 32x32)
     if args.images is not None:
         x, y = x[:args.images], y[:args.images]
     print(f"{args.model} ({model.model}, T={model.T}) for {config.name} "

@@ -260,6 +260,28 @@ def fashion_pixels(images, bits: int = 4, pad: int = 2) -> np.ndarray:
     return np.pad(array, ((0, 0), (0, 0), (pad, pad)))
 
 
+def fit_images(images, shape) -> np.ndarray:
+    """Zero-pad a batch `(B, H, W)` or `(B, C, H, W)` to a model's input `shape` (`(H, W)`,
+    or `(C, H, W)` whose last two entries count), the same number of rows above and below and
+    of columns left and right; images already of that size come back unchanged.
+
+    The Fashion-MNIST test split is 28x32 (`test_split`); the 64-token models read 32x32.
+    Raises ValueError when an image is larger than `shape` or the padding cannot be centred.
+    """
+    array = np.asarray(images)
+    h, w = (int(v) for v in tuple(shape)[-2:])
+    if array.ndim not in (3, 4):
+        raise ValueError(f"images have shape {array.shape}; expected (B, H, W) or (B, C, H, W)")
+    dh, dw = h - array.shape[-2], w - array.shape[-1]
+    if (dh, dw) == (0, 0):
+        return array
+    if dh < 0 or dw < 0 or dh % 2 or dw % 2:
+        raise ValueError(f"{array.shape[-2]}x{array.shape[-1]} images do not pad evenly to the "
+                         f"model's {h}x{w} input")
+    widths = [(0, 0)] * (array.ndim - 2) + [(dh // 2, dh // 2), (dw // 2, dw // 2)]
+    return np.pad(array, widths)
+
+
 def check_images(images, size: int | tuple = IMAGE_SIZE, channels: int = 1,
                  pixel_max: int = PIXEL_MAX) -> np.ndarray:
     """Validate a batch of images and return it as an int64 array of shape (B, C, H, W).

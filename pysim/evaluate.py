@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from pysim import cli, golden, torch_int
+from pysim.data import fit_images
 from pysim.intmodel import IntModel
 from pysim.torch_models import (
     VARIANTS,
@@ -142,6 +143,7 @@ def evaluate_variant(variant: str, directory=None, dataset: str = "digits",
     directory = checkpoint_dir(dataset) if directory is None else directory
     start = time.monotonic()
     intmodel = load_export(variant, directory)
+    x_test = fit_images(x_test, intmodel.input_spec.shape)  # (64-token models read 32x32)
     torch.set_num_threads(1)
     float_acc = accuracy(load_float_model(variant, directory), x_test, y_test)
     qat_acc = accuracy(load_qat_model(variant, directory), x_test, y_test)

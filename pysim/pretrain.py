@@ -39,6 +39,7 @@ into the classifier before the float stage and fine-tunes with labels, then QAT 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import math
 import sys
@@ -50,6 +51,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from pysim.data import fit_images
 from pysim.torch_models import (
     DEFAULT_CHECKPOINTS,
     ModelConfig,
@@ -72,13 +74,15 @@ NORM_EPS = 1e-6
 HEAD_PREFIX = "units.head."
 
 
-def encoder_name(T: int = 4) -> str:
-    """Output name of a pre-trained encoder: `spikformer_v2`, or `spikformer_v2_t<T>`."""
-    return VARIANT if T == 4 else f"{VARIANT}_t{T}"
+def encoder_name(T: int = 4, tokens: int = 16) -> str:
+    """Output name of a pre-trained encoder: `spikformer_v2`, `spikformer_v2_t<T>`, with
+    `_n64` for the 64-token shape (`spikformer_v2_t1_n64`)."""
+    return (VARIANT + (f"_t{T}" if T != 4 else "") + (f"_n{tokens}" if tokens != 16 else ""))
 
 
-def default_encoder_path(T: int = 4) -> Path:
-    return DEFAULT_CHECKPOINTS / DATASET / "pretrained" / f"{encoder_name(T)}-encoder.pt"
+def default_encoder_path(T: int = 4, tokens: int = 16) -> Path:
+    return (DEFAULT_CHECKPOINTS / DATASET / "pretrained"
+            / f"{encoder_name(T, tokens)}-encoder.pt")
 
 
 # ---- patches and masks --------------------------------------------------------------------------
@@ -234,7 +238,9 @@ def load_encoder(model: SpikingTransformer, path: Path) -> dict:
                          f"{model.variant!r}")
     mine = config_dict(model.config)
     theirs = {k: tuple(v) if isinstance(v, list) else v for k, v in saved["config"].items()}
-    differ = [k for k in mine if k != "T" and mine[k] != theirs.get(k)]
+    # A field added to ModelConfig after the file was written has its default there.
+    defaults = {f.name: f.default for f in dataclasses.fields(model.config)}
+    differ = [k for k in mine if k != "T" and mine[k] != theirs.get(k, defaults[k])]
     if differ:
         raise ValueError(f"{path}: the encoder's shape differs from the model's in "
                          f"{', '.join(differ)}")
@@ -280,22 +286,23 @@ def training_images(seed: int = 0, data_dir=None) -> np.ndarray:
     return dataset_split(DATASET, seed, data_dir)[0]
 
 
-def resume_path(T: int, mask_ratio: float) -> Path:
-    return RESUME_DIR / DATASET / f"{encoder_name(T)}-m{mask_ratio:g}.resume.pt"
+def resume_path(T: int, mask_ratio: float, tokens: int = 16) -> Path:
+    return RESUME_DIR / DATASET / f"{encoder_name(T, tokens)}-m{mask_ratio:g}.resume.pt"
 
 
 def pretrain(T: int = 4, epochs: int | None = None, mask_ratio: float | None = None,
              seed: int = 0, batch: int | None = None, lr: float | None = None,
              images: np.ndarray | None = None, data_dir=None, train_limit: int | None = None,
              resume: Path | None = None, stop_after: int | None = None, progress: bool = True,
-             steps: int | None = None):
+             steps: int | None = None, tokens: int = 16):
     """Pre-train; returns `(model, history)` with one `{"epoch", "loss"}` record per epoch.
 
     `images` (uint8 network inputs, (N, 28, 32)) replaces the Fashion training split (tests);
     `steps` (tests) cuts every epoch after that many batches; `resume` names the resume file
-    (None: none); `stop_after` raises `pysim.train.Interrupted` after that many epochs.
+    (None: none); `stop_after` raises `pysim.train.Interrupted` after that many epochs;
+    `tokens` 64 pre-trains the 64-token shape (32x32 input, 64 patches of 4x4 pixels).
     """
-    from pysim.train import Interrupted, _save_atomic, _shift_flip, set_deterministic
+    from pysim.train import Interrupted, _save_atomic, _shift_flip, model_shape, set_deterministic
     epochs = DEFAULTS["epochs"] if epochs is None else epochs
     mask_ratio = DEFAULTS["mask_ratio"] if mask_ratio is None else mask_ratio
     batch = DEFAULTS["batch"] if batch is None else batch
@@ -304,8 +311,11 @@ def pretrain(T: int = 4, epochs: int | None = None, mask_ratio: float | None = N
     x_np = training_images(seed, data_dir) if images is None else np.asarray(images)
     if train_limit is not None:
         x_np = x_np[:train_limit]
+    config = config_for(VARIANT, model_shape(DATASET, tokens), T)
+    # Patches and masks live on the model's input grid (the 64-token shape's is 32x32).
+    x_np = fit_images(x_np, (config.height, config.width))
     x = torch.from_numpy(x_np.astype(np.float32))
-    model = MaskedAutoencoder(config_for(VARIANT, DATASET, T))
+    model = MaskedAutoencoder(config)
     generator = torch.Generator().manual_seed(seed)
     per_epoch = (len(x) + batch - 1) // batch
     if steps is not None:
@@ -315,6 +325,8 @@ def pretrain(T: int = 4, epochs: int | None = None, mask_ratio: float | None = N
     key = {"variant": VARIANT, "dataset": DATASET, "T": T, "epochs": epochs,
            "mask_ratio": mask_ratio, "seed": seed, "batch": batch, "lr": lr,
            "train_size": len(x), "steps": steps, "recipe": dict(DEFAULTS)}
+    if tokens != 16:  # (only when set, so that the resume files of 16-token runs stay valid)
+        key["tokens"] = tokens
     start, history = 0, []
     if resume is not None and Path(resume).exists():
         state = torch.load(resume, map_location="cpu", weights_only=False)
@@ -371,6 +383,9 @@ def main(argv=None) -> int:
     parser.add_argument("--mask-ratio", type=float, default=DEFAULTS["mask_ratio"],
                         help="fraction of the patches masked per image (default 0.75)")
     parser.add_argument("--T", type=int, default=4, help="time steps (1 .. 16)")
+    parser.add_argument("--tokens", type=int, choices=(16, 64), default=16,
+                        help="16 (28x32 input) or 64 (32x32 input, two pools; output name "
+                             "_n64)")
     parser.add_argument("--batch", type=int, default=DEFAULTS["batch"])
     parser.add_argument("--lr", type=float, default=DEFAULTS["lr"])
     parser.add_argument("--seed", type=int, default=0)
@@ -390,8 +405,8 @@ def main(argv=None) -> int:
         parser.error(f"--T must be 1 .. 16, got {args.T}")
     if args.epochs < 1:
         parser.error("--epochs must be at least 1")
-    out = args.out or default_encoder_path(args.T)
-    path = resume_path(args.T, args.mask_ratio)
+    out = args.out or default_encoder_path(args.T, args.tokens)
+    path = resume_path(args.T, args.mask_ratio, args.tokens)
     if args.train_limit is not None:
         path = path.with_name(path.name.replace(".resume", f"-n{args.train_limit}.resume"))
     if args.fresh:
@@ -399,14 +414,14 @@ def main(argv=None) -> int:
     begin = time.monotonic()
     model, history = pretrain(args.T, args.epochs, args.mask_ratio, args.seed, args.batch,
                               args.lr, data_dir=args.data_dir, train_limit=args.train_limit,
-                              resume=path, progress=not args.no_progress)
+                              resume=path, progress=not args.no_progress, tokens=args.tokens)
     minutes = (time.monotonic() - begin) / 60
-    meta = {"dataset": DATASET, "T": args.T, "epochs": args.epochs,
+    meta = {"dataset": DATASET, "T": args.T, "tokens": args.tokens, "epochs": args.epochs,
             "mask_ratio": args.mask_ratio, "batch": args.batch, "lr": args.lr,
             "seed": args.seed, "train_limit": args.train_limit, "recipe": dict(DEFAULTS),
             "history": history, "pretrain_minutes_this_run": round(minutes, 1)}
     save_encoder(model, out, meta)
-    print(f"pretrained {encoder_name(args.T)} encoder: masked-patch loss "
+    print(f"pretrained {encoder_name(args.T, args.tokens)} encoder: masked-patch loss "
           f"{history[0]['loss']:.4f} -> {history[-1]['loss']:.4f} over {args.epochs} epochs "
           f"({minutes:.1f} min this run) -> {out}", flush=True)
     return 0

@@ -303,7 +303,9 @@ def test_images(dataset: str, model: IntModel, count: int) -> np.ndarray:
     if dataset == "digits":
         images = data.digits_test()[0]
     else:
-        images = data.fashion_pixels(data.fashion_test()[0], model.input_spec.bits)
+        images = data.fit_images(data.fashion_pixels(data.fashion_test()[0],
+                                                     model.input_spec.bits),
+                                 model.input_spec.shape)
     if count > len(images):
         raise cli.UsageError(f"--images {count}: the {dataset} test split has {len(images)}")
     return images[:count]

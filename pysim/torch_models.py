@@ -42,7 +42,7 @@ from pysim.intmodel import IntModel, Layer, TensorSpec
 VARIANTS = ("spikformer", "spikformer_v2", "spikingformer", "sdt", "spikformer_iand")
 #: Variants whose residual stream is a membrane shortcut (real-valued, `int` when exported).
 MS_VARIANTS = ("spikingformer", "sdt")
-SHAPES = ("digits", "fashion", "cifar10")
+SHAPES = ("digits", "fashion", "fashion64", "cifar10")
 
 #: Largest per-channel weight scale (FORMAT.md, "Scales").
 THETA_MAX = 4096
@@ -86,6 +86,9 @@ class ModelConfig:
     #: (`prepare`): images `2 * pad_width` columns narrower are accepted too (Fashion-MNIST:
     #: 28 -> 32 columns, so every grid width is a power of two).
     pad_width: int = 0
+    #: Zero rows added above and below shorter images by the input stage, the same way
+    #: (the 64-token Fashion-MNIST shape: 28 -> 32 rows, so every grid splits into lane bands).
+    pad_height: int = 0
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -106,6 +109,9 @@ class ModelConfig:
         if not 0 <= 2 * self.pad_width < self.width:
             raise ValueError(f"pad_width={self.pad_width} leaves no image in {self.width} "
                              "columns")
+        if not 0 <= 2 * self.pad_height < self.height:
+            raise ValueError(f"pad_height={self.pad_height} leaves no image in {self.height} "
+                             "rows")
 
     @property
     def height(self) -> int:
@@ -155,11 +161,37 @@ def fashion_config(variant: str, T: int = 4) -> ModelConfig:
                        mlp_hidden=64, stem=stem, tokenizer=tokenizer, pool_after=(0, 1, 2))
 
 
+def fashion64_config(variant: str, T: int = 1) -> ModelConfig:
+    """Fashion-MNIST with 64 tokens, the shape that lets T < lanes use the spare lanes.
+
+    The 28x28 image gets 2 zero rows and 2 zero columns on each side (32x32) and the tokenizer
+    pools twice, 32x32 -> 16x16 -> 8x8 (64 tokens); otherwise as `fashion_config` (D = 32,
+    one block, 2 heads, MLP 64; spikformer_v2: an 8-wide SCS conv, then convs 8, 16, 32).
+
+    Why: lane packing splits every grid into `pack` bands of whole rows, and a 3x3 conv's
+    band must be a multiple of `pe_cols` positions. `fashion_config`'s 28-row image pools to
+    7 rows and its 4x4 token grid is 16 positions, so nothing packs on the default array's 16
+    columns; here every grid has a multiple of 8 rows and the 8x8 token grid splits into 4
+    bands of 16 positions, so a T = 1 model runs 4 positions per word (`pack` = 4 on the
+    default array and on the ECP5 boards' arrays). The input is 1,025 bytes with its header,
+    so it needs a 2,048-byte input slot. At T = 4 the attention temporaries of 64 tokens do not
+    fit the default array's activation memory: this shape is for T = 1 (and 2).
+    """
+    if variant == "spikformer_v2":
+        stem, tokenizer, pools = (8,), (8, 16, 32), (0, 1)
+    else:
+        stem, tokenizer, pools = (), (8, 16, 16, 32), (0, 1)
+    return ModelConfig(variant=variant, T=T, in_channels=1, image_size=32, image_width=32,
+                       pad_width=2, pad_height=2, pixel_bits=FASHION_PIXEL_BITS, dim=32,
+                       blocks=1, heads=2, mlp_hidden=64, stem=stem, tokenizer=tokenizer,
+                       pool_after=pools)
+
+
 def config_for(variant: str, shape: str = "digits", T: int = 4) -> ModelConfig:
     """The `ModelConfig` of `variant` for one of `SHAPES`."""
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
-    return {"digits": digits_config, "fashion": fashion_config,
+    return {"digits": digits_config, "fashion": fashion_config, "fashion64": fashion64_config,
             "cifar10": cifar_config}[shape](variant, T)
 
 
@@ -549,6 +581,10 @@ class SpikingTransformer(nn.Module):
         pad = cfg.pad_width
         if pad and np.ndim(images) in (3, 4) and np.shape(images)[-1] == cfg.width - 2 * pad:
             widths = [(0, 0)] * (np.ndim(images) - 1) + [(pad, pad)]
+            images = np.pad(np.asarray(images), widths)
+        pad = cfg.pad_height
+        if pad and np.ndim(images) in (3, 4) and np.shape(images)[-2] == cfg.height - 2 * pad:
+            widths = [(0, 0)] * (np.ndim(images) - 2) + [(pad, pad), (0, 0)]
             images = np.pad(np.asarray(images), widths)
         array = check_images(images, (cfg.height, cfg.width), cfg.in_channels,
                              (1 << cfg.pixel_bits) - 1)

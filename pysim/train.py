@@ -54,6 +54,7 @@ from pysim.data import (
     digits_train_val,
     fashion_pixels,
     fashion_train_val,
+    fit_images,
     test_split,
 )
 from pysim.torch_models import (
@@ -244,6 +245,7 @@ def int_accuracy(intmodel, images, labels, batch: int = 500) -> float:
     except ImportError:
         run = torch_int.run
     correct = 0
+    images = fit_images(images, intmodel.input_spec.shape)  # (the 64-token shape: 32x32)
     for start in range(0, len(images), batch):
         logits, _ = run(intmodel, images[start:start + batch], record=False)
         correct += int((np.asarray(logits).argmax(axis=1) == labels[start:start + batch]).sum())
@@ -264,6 +266,18 @@ def dataset_test(dataset: str):
     return test_split(dataset)
 
 
+#: Fashion-MNIST token counts: `fashion_config`'s 16 (the default) or `fashion64_config`'s 64.
+TOKENS = (16, 64)
+
+
+def model_shape(dataset: str, tokens: int = 16) -> str:
+    """The `pysim.torch_models` shape of `dataset` with `tokens` tokens."""
+    if tokens not in TOKENS or (tokens != 16 and dataset != "fashion"):
+        raise ValueError(f"tokens={tokens}: the {dataset} shape has "
+                         + ("16 or 64 tokens" if dataset == "fashion" else "16 tokens"))
+    return "fashion64" if tokens == 64 else dataset
+
+
 def defaults(dataset: str) -> dict:
     if dataset == "digits":
         return {"epochs": EPOCHS, "qat_epochs": QAT_EPOCHS, "batch": BATCH,
@@ -276,14 +290,16 @@ def train_variant(variant: str, weight_bits: int = 8, epochs: int | None = None,
                   train_limit: int | None = None, dataset: str = "digits",
                   lr: float | None = None, resume: Path | None = None,
                   stop_after: int | None = None, data_dir=None, split=None, T: int = 4,
-                  init_encoder: Path | None = None):
+                  init_encoder: Path | None = None, tokens: int = 16):
     """Train one variant; returns `(float_model, qat_model, metrics)` (no checkpoint written).
 
     `metrics` holds the validation accuracies (float and QAT) and the per-epoch history; the
     test split is not looked at. `resume` names the resume file (None: no resume file);
     `stop_after` (tests) raises `Interrupted` after that many epochs of this call. `T` is the
     number of time steps; `init_encoder` names a pre-trained encoder file (`pysim.pretrain`)
-    loaded into the float model before the float stage.
+    loaded into the float model before the float stage; `tokens` 64 picks Fashion-MNIST's
+    64-token shape (`fashion64_config`; the 28x32 images get their 2 zero rows a side in the
+    model's input stage).
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
@@ -298,7 +314,7 @@ def train_variant(variant: str, weight_bits: int = 8, epochs: int | None = None,
     x = torch.from_numpy(x_train.astype(np.float32))
     y = torch.from_numpy(np.array(y_train))
     generator = torch.Generator().manual_seed(seed)
-    model = build_model(variant, dataset, T=T)
+    model = build_model(variant, model_shape(dataset, tokens), T=T)
     pretrained = None
     if init_encoder is not None:
         from pysim.pretrain import file_digest, load_encoder
@@ -315,6 +331,8 @@ def train_variant(variant: str, weight_bits: int = 8, epochs: int | None = None,
            "shift": hp["shift"]}
     if T != 4:  # (only when set, so that the resume files of T=4 runs stay valid)
         key["T"] = T
+    if tokens != 16:
+        key["tokens"] = tokens
     if pretrained is not None:
         key["init_encoder"] = pretrained["sha256"]
     run = _Run(key, resume, progress, stop_after, (x_val, y_val))
@@ -334,6 +352,8 @@ def train_variant(variant: str, weight_bits: int = 8, epochs: int | None = None,
     }
     if T != 4:
         metrics["T"] = T
+    if tokens != 16:
+        metrics["tokens"] = tokens
     if pretrained is not None:
         metrics["init_encoder"] = pretrained
     return float_model, model, metrics
@@ -359,17 +379,20 @@ def resume_path(dataset: str, variant: str, lr: float) -> Path:
 
 
 def output_name(variant: str, T: int = 4, pretrained: bool = False,
-                suffix: str | None = None) -> str:
+                suffix: str | None = None, tokens: int = 16) -> str:
     """Checkpoint and resume name: `<variant><suffix>`; without a suffix `_pt` marks a
-    pre-trained start and `_t<T>` a T other than 4 (`spikformer_v2_pt_t1`)."""
+    pre-trained start, `_t<T>` a T other than 4 and `_n<tokens>` a token count other than 16
+    (`spikformer_v2_pt_t1`, `spikformer_v2_pt_t1_n64`)."""
     if suffix is None:
-        suffix = ("_pt" if pretrained else "") + (f"_t{T}" if T != 4 else "")
+        suffix = (("_pt" if pretrained else "") + (f"_t{T}" if T != 4 else "")
+                  + (f"_n{tokens}" if tokens != 16 else ""))
     return variant + suffix
 
 
 def train_and_select(variant: str, dataset: str, lrs, weight_bits: int, epochs, qat_epochs,
                      seed: int, progress: bool, data_dir=None, use_resume: bool = True,
-                     T: int = 4, init_encoder: Path | None = None, name: str | None = None):
+                     T: int = 4, init_encoder: Path | None = None, name: str | None = None,
+                     tokens: int = 16):
     """Train every learning rate of `lrs` and keep the best QAT validation accuracy."""
     split = dataset_split(dataset, seed, data_dir)
     best, candidates = None, {}
@@ -377,7 +400,7 @@ def train_and_select(variant: str, dataset: str, lrs, weight_bits: int, epochs, 
         path = resume_path(dataset, name or variant, lr) if use_resume else None
         result = train_variant(variant, weight_bits, epochs, qat_epochs, seed, progress,
                                dataset=dataset, lr=lr, resume=path, split=split, T=T,
-                               init_encoder=init_encoder)
+                               init_encoder=init_encoder, tokens=tokens)
         candidates[f"{lr:g}"] = result[2]["val_qat_accuracy"]
         print(f"{name or variant} lr {lr:g}: validation float "
               f"{result[2]['val_float_accuracy']:.2%}, "
@@ -413,14 +436,20 @@ def main(argv=None) -> int:
     parser.add_argument("--init-encoder", type=Path, default=None,
                         help="pre-trained encoder file (`python -m pysim.pretrain`) loaded into "
                              "the model before the float stage; needs --model")
+    parser.add_argument("--tokens", type=int, choices=TOKENS, default=16,
+                        help="Fashion-MNIST tokens: 16 (28x32 input, three pools) or 64 (32x32 "
+                             "input, two pools: lane packing at T = 1; output name _n64)")
     parser.add_argument("--suffix", default=None,
                         help="output name suffix: <variant><suffix>.pt/.json/.npz (default: "
-                             "'_pt' with --init-encoder, '_t<T>' when T != 4, else none)")
+                             "'_pt' with --init-encoder, '_t<T>' when T != 4, '_n64' with "
+                             "--tokens 64, else none)")
     args = parser.parse_args(argv)
     if not 2 <= args.weight_bits <= 8:
         parser.error(f"--weight-bits must be 2 .. 8, got {args.weight_bits}")
     if not 1 <= args.T <= 16:
         parser.error(f"--T must be 1 .. 16, got {args.T}")
+    if args.tokens != 16 and args.dataset != "fashion":
+        parser.error("--tokens 64 is a Fashion-MNIST shape (--dataset fashion)")
     if args.init_encoder is not None:
         if args.model is None:
             parser.error("--init-encoder needs --model (the encoder's variant)")
@@ -433,14 +462,15 @@ def main(argv=None) -> int:
     x_test, y_test = dataset_test(args.dataset)
     for variant in VARIANTS if args.all else (args.model,):
         start = time.monotonic()
-        name = output_name(variant, args.T, args.init_encoder is not None, args.suffix)
+        name = output_name(variant, args.T, args.init_encoder is not None, args.suffix,
+                           args.tokens)
         if args.fresh:
             for lr in lrs:
                 resume_path(args.dataset, name, lr).unlink(missing_ok=True)
         float_model, qat_model, metrics = train_and_select(
             variant, args.dataset, lrs, args.weight_bits, args.epochs, args.qat_epochs,
             args.seed, not args.no_progress, args.data_dir, T=args.T,
-            init_encoder=args.init_encoder, name=name)
+            init_encoder=args.init_encoder, name=name, tokens=args.tokens)
         metrics["float_accuracy"] = accuracy(float_model, x_test, y_test)
         metrics["qat_accuracy"] = accuracy(qat_model, x_test, y_test)
         metrics["golden_accuracy"] = int_accuracy(qat_model.export(), x_test, y_test)

@@ -42,7 +42,7 @@ def run(model_name: str, config_path: str | None, images: int | None, out: Path,
     from hw.compiler import compile_network
     from hw.config import ArrayConfig
     from pysim import golden
-    from pysim.data import test_split
+    from pysim.data import fit_images, test_split
     from tb.session import Session, build, build_name
 
     steps = 5
@@ -52,6 +52,7 @@ def run(model_name: str, config_path: str | None, images: int | None, out: Path,
     model = cli.load_model(model_name, folder)
     config = ArrayConfig.load(config_path or DEFAULT_CONFIG)
     x, y = test_split(dataset)
+    x = fit_images(x, model.input_spec.shape)  # (64-token models read 32x32)
     if images is not None:
         x, y = x[:images], y[:images]
     print(f"  {len(x)} images, model {model.model} (T={model.T}), config {config.name}")

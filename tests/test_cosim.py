@@ -288,3 +288,21 @@ def test_board_runner_runs_a_fashion_model(built):
                      progress=False)
     assert report["passed"], report
     assert report["mismatches"] == 0 and report["cycle_model_equal"]
+
+
+def test_board_runner_runs_the_lane_packed_t1_model(built):
+    """The 64-token T = 1 Spikformer V2 (32x32 input, `pack` = 4: three spare lanes carry
+    other positions) through the board runner on the RTL: bit-exact and cycle-exact; a flipped
+    weight bit in its load is caught."""
+    from firmware.__main__ import run
+    from pysim import cli
+    from pysim.data import fit_images, test_split
+
+    model = cli.load_model("spikformer_v2_t1_n64", cli.CHECKPOINTS / "fashion")
+    assert compile_network(model, CONFIG).globals["pack"] == CONFIG.lanes
+    x, y = test_split("fashion")
+    x = fit_images(x[:2], model.input_spec.shape)
+    with Session(built) as session:
+        report = run(session.transport, model, CONFIG, x, y[:2], timeout=300, progress=False)
+    assert report["passed"], report
+    assert report["mismatches"] == 0 and report["cycle_model_equal"]
