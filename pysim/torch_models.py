@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pysim import torch_int
-from pysim.data import FASHION_PIXEL_BITS, check_images
+from pysim.data import FASHION_PIXEL_BITS, check_images, fit_images
 from pysim.golden import derive_tensor_specs
 from pysim.intmodel import IntModel, Layer, TensorSpec
 
@@ -578,14 +578,12 @@ class SpikingTransformer(nn.Module):
         cfg = self.config
         if isinstance(images, torch.Tensor):
             images = images.detach().cpu().numpy()
-        pad = cfg.pad_width
-        if pad and np.ndim(images) in (3, 4) and np.shape(images)[-1] == cfg.width - 2 * pad:
-            widths = [(0, 0)] * (np.ndim(images) - 1) + [(pad, pad)]
-            images = np.pad(np.asarray(images), widths)
-        pad = cfg.pad_height
-        if pad and np.ndim(images) in (3, 4) and np.shape(images)[-2] == cfg.height - 2 * pad:
-            widths = [(0, 0)] * (np.ndim(images) - 2) + [(pad, pad), (0, 0)]
-            images = np.pad(np.asarray(images), widths)
+        # Images without the input stage's zero rows / columns get them (`fit_images`).
+        shape = np.shape(images)
+        if (np.ndim(images) in (3, 4)
+                and shape[-2] in (cfg.height, cfg.height - 2 * cfg.pad_height)
+                and shape[-1] in (cfg.width, cfg.width - 2 * cfg.pad_width)):
+            images = fit_images(images, (cfg.height, cfg.width))
         array = check_images(images, (cfg.height, cfg.width), cfg.in_channels,
                              (1 << cfg.pixel_bits) - 1)
         x = torch.from_numpy(array).float()

@@ -292,8 +292,7 @@ def test_board_runner_runs_a_fashion_model(built):
 
 def test_board_runner_runs_the_lane_packed_t1_model(built):
     """The 64-token T = 1 Spikformer V2 (32x32 input, `pack` = 4: three spare lanes carry
-    other positions) through the board runner on the RTL: bit-exact and cycle-exact; a flipped
-    weight bit in its load is caught."""
+    other positions) through the board runner on the RTL: bit-exact and cycle-exact."""
     from firmware.__main__ import run
     from pysim import cli
     from pysim.data import fit_images, test_split
