@@ -272,8 +272,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help="report path (default: build/eval/report.json for digits, "
                              "build/eval/<dataset>/report.json otherwise)")
-    parser.add_argument("--models", nargs="+", choices=VARIANTS, default=None,
-                        help="variants (default: all; for Fashion-MNIST those with checkpoints)")
+    parser.add_argument("--models", nargs="+", default=None, metavar="MODEL",
+                        help="committed models by file name: a variant (" + ", ".join(VARIANTS)
+                             + ") or a trained derivative such as spikformer_v2_pt_t1_n64 "
+                             "(default: the five variants; for Fashion-MNIST those with "
+                             "checkpoints)")
     parser.add_argument("--checkpoints", type=Path, default=None,
                         help="checkpoint folder (default: checkpoints/ or checkpoints/<dataset>/)")
     parser.add_argument("--limit", type=cli.positive, default=None,

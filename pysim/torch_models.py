@@ -766,10 +766,17 @@ def _missing(path: Path, variant: str) -> CheckpointError:
                            f"(or `python -m pysim.train --model {variant}`)")
 
 
+def is_model_name(name: str) -> bool:
+    """A variant, or a variant and the suffix `pysim.train` adds (`_pt`, `_t1`, `_n64`, ...)."""
+    return any(name == v or name.startswith(v + "_") for v in VARIANTS)
+
+
 def load_checkpoint(variant: str, directory: str | Path | None = None) -> dict:
     """The raw checkpoint dictionary of `variant` (see `pysim.train.save_checkpoint`)."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown model variant {variant!r}; known: {', '.join(VARIANTS)}")
+    if not is_model_name(variant):
+        raise ValueError(f"unknown model variant {variant!r}; known: {', '.join(VARIANTS)} "
+                         f"and the names `pysim.train` gives their derivatives (a variant "
+                         f"and a suffix such as _pt, _t1, _n64)")
     path = checkpoint_paths(variant, directory)["pt"]
     if not path.exists():
         raise _missing(path, variant)

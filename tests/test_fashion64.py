@@ -10,7 +10,7 @@ from hw.config import ArrayConfig
 from pysim import cli, data, golden, torch_int
 from pysim.data import fit_images
 from pysim.pretrain import make_masks, pretrain
-from pysim.torch_models import _from_state, config_for
+from pysim.torch_models import config_for, load_float_model
 from pysim.train import model_shape, output_name
 
 DEFAULT = ArrayConfig.load("hw/configs/default.json")
@@ -76,9 +76,7 @@ def test_committed_t1_models_torch_int_equals_golden(name):
 
 def test_torch_model_pads_the_28x32_split_itself():
     name = PACKED[0]
-    # (load_float_model takes the five variant names only; the checkpoint file is the same kind)
-    checkpoint = torch.load(cli.CHECKPOINTS / "fashion" / f"{name}.pt", weights_only=True)
-    float_model = _from_state(checkpoint, "float_state")
+    float_model = load_float_model(name, cli.CHECKPOINTS / "fashion")
     x = data.test_split("fashion")[0][:4]
     with torch.no_grad():
         a = float_model(x)
