@@ -230,19 +230,23 @@ def compile_results(intmodel: IntModel, configs=COMPILE_CONFIGS) -> dict:
 def to_markdown(report: dict) -> str:
     """The README table made from the JSON report."""
     title = "Fashion-MNIST" if report.get("dataset_key") == "fashion" else "Digits"
+    mixed_T = report["T"] is None
     lines = [
-        f"{title} test split ({report['test_images']} images), T = {report['T']}, "
+        f"{title} test split ({report['test_images']} images), "
+        + ("T per model" if mixed_T else f"T = {report['T']}") + ", "
         f"{report['weight_bits']}-bit weights. Energy: {E_AC_PJ} pJ per accumulate, "
         f"{E_MAC_PJ} pJ per MAC (45 nm).",
         "",
-        "| model | float acc | QAT acc | golden acc | torch-int vs golden mismatches | params | "
+        "| model | " + ("T | " if mixed_T else "") + "float acc | QAT acc | golden acc | "
+        "torch-int vs golden mismatches | params | "
         "synaptic ops / inf | first-layer MACs | SNN energy (nJ) | ANN MACs | "
         "ANN energy (nJ) | firing rate |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|" + "---:|" * (12 if mixed_T else 11),
     ]
     for row in report["models"]:
         lines.append(
-            f"| {row['variant']} | {row['float_accuracy']:.2%} | {row['qat_accuracy']:.2%} | "
+            f"| {row['variant']} | " + (f"{row['T']} | " if mixed_T else "") +
+            f"{row['float_accuracy']:.2%} | {row['qat_accuracy']:.2%} | "
             f"{row['golden_accuracy']:.2%} | "
             f"{row['bit_exact_mismatches']} | {row['parameters']:,} | "
             f"{row['synaptic_ops']:,.0f} | {row['first_layer_macs']:,.0f} | "
@@ -309,7 +313,8 @@ def main(argv=None) -> int:
         rows.append(row)
     x_test, _ = dataset_test(args.dataset)
     report = {"dataset": DATASET_NAMES[args.dataset], "dataset_key": args.dataset,
-              "test_images": min(len(x_test), args.limit or len(x_test)), "T": rows[0]["T"],
+              "test_images": min(len(x_test), args.limit or len(x_test)),
+              "T": rows[0]["T"] if len({r["T"] for r in rows}) == 1 else None,
               "weight_bits": rows[0]["weight_bits"], "energy_pj": {"ac": E_AC_PJ,
                                                                    "mac": E_MAC_PJ},
               "models": rows}
