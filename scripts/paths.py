@@ -9,11 +9,12 @@ shows every path that a clock target would fail.
 
     python -m scripts.paths build/synth/icebreaker [--budget-ns 27.7] [--top 40]
 
-Delay model (iCE40 UP5K-like, calibrated loosely on nextpnr's routed reports; ECP5 cells are
-mapped to the same classes): a LUT 0.5 ns, a carry step 0.15 ns along the chain and 0.4 ns
+Delay model (iCE40 UP5K-like, calibrated loosely on nextpnr's routed reports: about 1.5x
+below them on a 96%-full UP5K): a LUT 0.5 ns, a carry step 0.15 ns along the chain and 0.4 ns
 into it, a net between cells 1.5 ns (none from a carry to the next carry or to the LUT that
-shares its logic cell), a block RAM or SPRAM read 2.5 ns from its clock (plus 1.5 ns of net),
-a flip-flop 0.8 ns clock-to-out. Endpoints: flip-flop D/E/R/S, memory address/data/enable pins.
+shares its logic cell), a block RAM or SPRAM read 2.5 ns from its clock, a flip-flop 0.8 ns
+clock-to-out. Start and end points: flip-flops and memories (iCE40 and ECP5 names); every
+other cell counts as a LUT, so on the ECP5 (carries, wide muxes) the ranking is rougher.
 """
 
 from __future__ import annotations
@@ -24,33 +25,27 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from scripts.synth import top_module
+
 LUT_NS, NET_NS, CARRY_NS, CARRY_IN_NS, RAM_NS, FF_NS = 0.5, 1.5, 0.15, 0.4, 2.5, 0.8
 
-LUTS = {"SB_LUT4", "LUT4", "TRELLIS_SLICE", "CCU2C", "PFUMX", "L6MUX21"}
-CARRIES = {"SB_CARRY"}
 REGISTERS_PREFIX = ("SB_DFF", "TRELLIS_FF")
-MEMORIES = {"SB_RAM40_4K", "SB_SPRAM256KA", "DP16KD", "TRELLIS_DPR16X4", "MULT18X18D",
-            "SB_MAC16"}
+MEMORIES = {"SB_RAM40_4K", "SB_SPRAM256KA", "DP16KD", "TRELLIS_DPR16X4"}
 
 
 def _kind(cell_type: str) -> str:
+    """"ff", "mem", "carry" (the iCE40 SB_CARRY) or "lut" (everything else)."""
     if cell_type.startswith(REGISTERS_PREFIX):
         return "ff"
     if cell_type in MEMORIES:
         return "mem"
-    if cell_type in CARRIES:
-        return "carry"
-    if cell_type in LUTS:
-        return "lut"
-    return "other"
+    return "carry" if cell_type == "SB_CARRY" else "lut"
 
 
 def analyse(netlist: dict, budget_ns: float) -> list[dict]:
     """Endpoints slower than `budget_ns`, each with its start point and estimated arrival."""
-    modules = netlist["modules"]
-    top = next((m for m in modules.values()
-                if "1" in str(m.get("attributes", {}).get("top", ""))), None)
-    cells = {name: c for name, c in top["cells"].items() if c["type"] != "$scopeinfo"}
+    cells = {name: c for name, c in top_module(netlist)["cells"].items()
+             if c["type"] != "$scopeinfo"}
     driver: dict[int, tuple[str, str]] = {}
     for name, cell in cells.items():
         for port, direction in cell["port_directions"].items():
@@ -96,9 +91,9 @@ def analyse(netlist: dict, budget_ns: float) -> list[dict]:
                         ns += CARRY_NS if in_port == "CI" else CARRY_IN_NS
                     else:
                         ns += LUT_NS
-                    if (ns, start) > best and isinstance(bit, int) and bit in driver:
-                        through[key] = driver[bit]
-                    best = max(best, (ns, start))
+                    if (ns, start) > best:
+                        best = (ns, start)
+                        through[key] = driver.get(bit) if isinstance(bit, int) else None
             visiting.discard(key)
             result = best
         arrival[key] = result
@@ -116,7 +111,8 @@ def analyse(netlist: dict, budget_ns: float) -> list[dict]:
                 ns, start = net_arrival(bit, name, port)
                 if ns > budget_ns:
                     path, at = [], driver.get(bit) if isinstance(bit, int) else None
-                    while at is not None and _kind(cells[at[0]]["type"]) not in ("ff", "mem"):
+                    while (at is not None and _kind(cells[at[0]]["type"]) not in ("ff", "mem")
+                           and at[0] not in path):  # (a combinational loop ends the walk)
                         path.append(at[0])
                         at = through.get(at)
                     slow.append({"start": start, "end": name, "pin": port, "ns": round(ns, 2),

@@ -223,6 +223,17 @@ def _scope_of(name: str, scopes) -> str:
     return ""
 
 
+def top_module(netlist: dict) -> dict:
+    """The top module of a Yosys JSON netlist."""
+    modules = netlist.get("modules", {})
+    # Yosys marks the top module with the attribute top = 1 (as a binary string).
+    top = next((m for m in modules.values() if "1" in str(m.get("attributes", {}).get("top", ""))),
+               modules.get("top"))
+    if top is None:
+        raise ValueError("Yosys netlist has no top module")
+    return top
+
+
 def module_resources(netlist: dict, family: str) -> list[dict]:
     """Per-module resources of the flattened, mapped netlist Yosys writes for nextpnr.
 
@@ -237,12 +248,7 @@ def module_resources(netlist: dict, family: str) -> list[dict]:
     Amaranth source that made it), `own` (cells of the scope itself) and `total` (with
     everything below), each in `count_cells` terms.
     """
-    modules = netlist.get("modules", {})
-    # Yosys marks the top module with the attribute top = 1 (as a binary string).
-    top = next((m for m in modules.values() if "1" in str(m.get("attributes", {}).get("top", ""))),
-               modules.get("top"))
-    if top is None:
-        raise ValueError("Yosys netlist has no top module")
+    top = top_module(netlist)
     scopes = {"": ""}
     cells_by_scope: dict[str, dict] = {}
     for name, cell in top.get("cells", {}).items():

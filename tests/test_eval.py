@@ -16,6 +16,8 @@ from pysim.torch_models import (
     VARIANTS,
     CheckpointError,
     checkpoint_paths,
+    is_model_name,
+    load_checkpoint,
     load_export,
     load_float_model,
 )
@@ -106,6 +108,36 @@ def test_evaluate_writes_json_and_markdown(tmp_path):
 
 
 # ---- bad checkpoints and exports ------------------------------------------------------------
+
+def test_derived_model_names_load_and_others_are_refused(tmp_path):
+    """`pysim.train`'s names for derived models (a variant and a suffix) load like the
+    variants; a name that starts with no variant is refused before any file is read."""
+    assert is_model_name("spikformer_v2_pt_t1_n64") and is_model_name("sdt")
+    assert not is_model_name("spikformerx") and not is_model_name("resnet_t1")
+    with pytest.raises(ValueError, match="unknown model variant 'spikformerx'"):
+        load_checkpoint("spikformerx")
+    with pytest.raises(CheckpointError, match=r"spikformer_v2_t1\.pt does not exist"):
+        load_float_model("spikformer_v2_t1", tmp_path)
+
+
+def _report_row(variant, T):
+    return {"variant": variant, "T": T, "float_accuracy": 0.5, "qat_accuracy": 0.5,
+            "golden_accuracy": 0.5, "bit_exact_mismatches": 0, "parameters": 1,
+            "synaptic_ops": 1.0, "first_layer_macs": 1.0, "energy_snn_nj": 1.0, "ann_macs": 1,
+            "energy_ann_nj": 1.0, "mean_firing_rate": 0.1}
+
+
+def test_report_table_gives_T_per_model_when_they_differ():
+    base = {"dataset_key": "fashion", "test_images": 10, "weight_bits": 8}
+    same = evaluate.to_markdown({**base, "T": 4, "models": [_report_row("a", 4)]})
+    assert "T = 4," in same and "| model | float acc |" in same and "| a | 50.00% |" in same
+    mixed = evaluate.to_markdown({**base, "T": None,
+                                  "models": [_report_row("a", 4), _report_row("b_t1", 1)]})
+    assert "T per model" in mixed and "| model | T | float acc |" in mixed
+    assert "| a | 4 | 50.00% |" in mixed and "| b_t1 | 1 | 50.00% |" in mixed
+    header, rule = mixed.splitlines()[2:4]
+    assert header.count("|") == rule.count("|")  # the rule has one column per heading
+
 
 def test_missing_checkpoint_says_how_to_create_it(tmp_path):
     with pytest.raises(CheckpointError, match=r"spikformer\.pt does not exist.*make train"):
