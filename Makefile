@@ -25,7 +25,7 @@ export OPENFPGALOADER ?= true
 export DFU_SUFFIX ?= true
 export PYTHONHASHSEED := 0
 
-.PHONY: all venv iverilog test test-fast sim sim-fashion eval train pretrain lint synth explore bench fuzz soak noisy sparsity clean
+.PHONY: all venv iverilog test test-extended test-fast sim sim-fashion eval train pretrain lint synth explore bench fuzz soak noisy sparsity clean
 
 all: test
 
@@ -53,7 +53,11 @@ iverilog:
 # build are in one file each, so no two workers build the same folder (tests/conftest.py).
 JOBS ?= 2
 test: $(STAMP) iverilog
-	$(PY) -m pytest -q -n $(JOBS) --dist loadfile
+	$(PY) -m pytest -q -n $(JOBS) --dist loadfile -m "not extended"
+
+# The larger repeats kept out of `make test`'s 15 minutes (about 4.5 CPU minutes); CI runs them.
+test-extended: $(STAMP)
+	$(PY) -m pytest -q -n $(JOBS) -m extended
 
 # Pure-Python and Amaranth-simulator tests only: no Verilator, no Yosys/nextpnr, nothing slow.
 test-fast: $(STAMP)

@@ -88,6 +88,14 @@ class PassState(enum.Enum, shape=4):
     FINISH = 8  #: the inference is over
 
 
+#: At most this many clock edges after `load` accepts a record's last byte, `status` shows its
+#: verdict (`ready` after a commit, `error` after a failing byte): one in the load register,
+#: up to one waiting for the parser's bubble after the byte before, one for the registered
+#: verdict. An input's `loaded` check comes at its own last byte, so tokens may follow a load
+#: at once.
+LOAD_VERDICT_CYCLES = 3
+
+
 class Accelerator(wiring.Component):
     """The accelerator core.
 

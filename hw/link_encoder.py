@@ -35,8 +35,10 @@ class ResponseEncoder(wiring.Component):
     `tx.payload.last` marks the last byte of each frame.
 
     Latency: the start marker is valid the cycle the descriptor is. Throughput: one byte per
-    cycle (READ data: as `results` delivers). Cost: one `amaranth.lib.crc.Processor` (16 XOR
-    trees, 16 flip-flops), a head-byte index, a data down-counter, an ends counter and the
+    cycle (READ data: as `results` delivers), but the CRC takes a byte a cycle after it was
+    sent, so the first CRC byte waits a cycle when `tx` took the last payload byte at once.
+    Cost: one `amaranth.lib.crc.Processor` (16 XOR trees, 16 flip-flops) and its 9-bit input
+    register, a head-byte index, a data down-counter, an ends counter and the
     21-way multiplexer of the STATUS payload; on the iCE40 at max_payload 256: 326 LUT4,
     21 carries, 42 flip-flops.
     """
@@ -101,12 +103,16 @@ class ResponseEncoder(wiring.Component):
                     m.d.comb += head.eq(byte)
 
         sent = tx.valid & tx.ready
-        # The CRC covers the bytes from the command to the last payload byte.
-        m.d.comb += [
-            crc.data.eq(tx.payload.data),
-            crc.valid.eq(sent & ~state.as_value().matches(EncoderState.SOF, EncoderState.CRC0,
-                                                          EncoderState.CRC1)),
+        # The CRC covers the bytes from the command to the last payload byte. It takes each
+        # byte a cycle after it went out, from a register: the byte's multiplexers (state,
+        # head index, the STATUS payload) and the CRC's XOR trees are two paths, not one.
+        crc_byte, crc_take = Signal(8), Signal()
+        m.d.sync += [
+            crc_byte.eq(tx.payload.data),
+            crc_take.eq(sent & ~state.as_value().matches(EncoderState.SOF, EncoderState.CRC0,
+                                                         EncoderState.CRC1)),
         ]
+        m.d.comb += [crc.data.eq(crc_byte), crc.valid.eq(crc_take)]
         with m.If(state == EncoderState.SOF):
             m.d.sync += [index.eq(0), ends.eq(0), left.eq(resp.read_n)]
         after_head = Mux(~is_read, EncoderState.CRC0,
@@ -146,7 +152,8 @@ class ResponseEncoder(wiring.Component):
             with m.Case(EncoderState.ENDS):
                 send(ends, EncoderState.CRC0)
             with m.Case(EncoderState.CRC0):
-                send(crc.crc[8:], EncoderState.CRC1)
+                # (not while the last payload byte is still going into the CRC)
+                send(crc.crc[8:], EncoderState.CRC1, valid=~crc_take)
             with m.Case(EncoderState.CRC1):
                 send(crc.crc[:8], EncoderState.SOF, last=1)
                 m.d.comb += self.response.ready.eq(sent)

@@ -13,10 +13,17 @@ the byte-sum checksum and sets `ready`.
 Its reference is the load image decoder `pysim.hwref.decode_image` (what the memories hold)
 and the compiler's records (`hw.compiler.CompiledNetwork.records`).
 
-Latency: a memory write in the cycle an entry's last byte arrives; `ready` the cycle after the
-commit's last byte. Throughput: one byte per cycle.
+Latency: a memory write the cycle after an entry's last byte (from the shift register, with a
+registered address); `ready` two cycles after the commit's last byte. Throughput: one byte per
+cycle, but one bubble (`load.ready` low) after each record header, each descriptor or global
+field, each step and the commit, in which the verdict of that byte's checks, registered, is
+applied: no decision depends on more than the arriving byte's own checks in its cycle (on
+the iCE40 the parser was the design's worst path, 16 LUT levels from the byte to `n_passes`).
+Over a UART link the bubbles cost nothing (a byte every 10 bit times); a weight or parameter
+entry takes none.
 Cost: a shift register of the widest entry (96 bits, or 8 * pe_rows), record counters, a
-range check per distinct field limit (on the bits the limit needs), no multipliers.
+range check per distinct field limit (on the bits the limit needs), the registered write
+flags and address, no multipliers.
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -48,23 +55,32 @@ def step_layout(config: ArrayConfig) -> data.StructLayout:
 
 
 class FieldLimitCheck(wiring.Component):
-    """Whether a descriptor or global field lies outside `isa.field_limits(config)`.
+    """Whether a descriptor or global field lies outside `isa.field_limits(config)`, checked
+    byte by byte as the field arrives.
 
-    `value` is the 32-bit field completing now, `index` its position in `isa.DESC_FIELDS`
-    (with `descriptor`) or `isa.GLOBAL_FIELDS` (with `glob`); `T` is the loaded global T (with
-    lane packing, `pack * T` may not exceed the lanes; T is loaded before pack).
-    `out_of_range` is high when the field does not fit.
+    The field's four bytes come least significant first on `byte` with `strobe` and their
+    position in `byte_index`; `index` is the field's position in `isa.DESC_FIELDS` (with
+    `descriptor`) or `isa.GLOBAL_FIELDS` (with `glob`), `T` the loaded global T (with lane
+    packing, `pack * T` may not exceed the lanes; T is loaded before pack): these must hold
+    from the cycle before the first byte. `out_of_range` is high the cycle after the last
+    byte when the field does not fit.
 
-    Latency: combinational. Cost: one check per distinct (lowest, highest) pair, on the bits
-    the limit needs (the rest must be zero; a limit of exactly 2^k needs no comparator), the
-    field number picks the verdict: no 32-bit comparators, few carry chains; with lane packing
-    a shift-and-add `pack * T` and one comparator.
+    Latency: 1 cycle after the last byte. Each distinct (lowest, highest) pair keeps two
+    registered flags, "at most highest" and "at least lowest" so far, updated per byte from
+    that byte alone (an 8-bit compare with the limit's byte: the serial comparison of a
+    little-endian number); the field number is decoded a cycle ahead into a registered
+    one-hot choice of pair. No path crosses more than one byte's compare and the choice
+    (on the iCE40 a 32-bit check with its field select was 13 LUT levels). Cost: two
+    flip-flops and two 8-bit constant compares per pair, a flip-flop per pair for the
+    choice; with lane packing a shift-and-add `pack * T` and one comparator on byte 0.
     """
 
     def __init__(self, config: ArrayConfig):
         self.config = config
         super().__init__({
-            "value": In(32),
+            "byte": In(8),
+            "byte_index": In(2),
+            "strobe": In(1),
             "index": In(8),
             "descriptor": In(1),
             "glob": In(1),
@@ -74,45 +90,61 @@ class FieldLimitCheck(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cfg, value = self.config, self.value
+        cfg, byte = self.config, self.byte
         limits = isa.field_limits(cfg)
-        checks = {}
-
-        def in_range(lo, hi):
-            if (lo, hi) not in checks:
-                n = hi.bit_length()
-                low = value[:n]
-                ok = value[n:] == 0 if n < 32 else Const(1, 1)
-                if hi & (hi - 1) == 0 and hi:
-                    ok = ok & (~low[n - 1] | (low[:n - 1] == 0))  # <= 2^(n - 1)
-                elif hi != (1 << n) - 1:
-                    ok = ok & (low <= hi)
-                if lo:
-                    ok = ok & ((low >= lo) if lo > 1 else (low != 0))
-                checks[lo, hi] = Signal(name=f"in_{lo}_{hi}")
-                m.d.comb += checks[lo, hi].eq(ok)
-            return checks[lo, hi]
-
-        for name in isa.DESC_FIELDS + isa.GLOBAL_FIELDS:
-            in_range(*limits[name])  # built outside the switches below: unconditional
-        desc_ok, glob_ok = Signal(), Signal()
-        with m.Switch(self.index[:(len(isa.DESC_FIELDS) - 1).bit_length()]):
-            for i, name in enumerate(isa.DESC_FIELDS):
-                with m.Case(i):
-                    m.d.comb += desc_ok.eq(in_range(*limits[name]))
+        pairs = sorted({limits[name] for name in isa.DESC_FIELDS + isa.GLOBAL_FIELDS})
+        # The pair this field answers to, decoded from the field number a cycle ahead.
+        choice, choose = Signal(len(pairs)), Signal(len(pairs))
+        desc_index = self.index[:(len(isa.DESC_FIELDS) - 1).bit_length()]
         global_index = self.index[:(len(isa.GLOBAL_FIELDS) - 1).bit_length()]
-        with m.Switch(global_index):
-            for i, name in enumerate(isa.GLOBAL_FIELDS):
-                with m.Case(i):
-                    m.d.comb += glob_ok.eq(in_range(*limits[name]))
-        glob_bad = ~glob_ok
+        with m.If(self.descriptor):
+            with m.Switch(desc_index):
+                for i, name in enumerate(isa.DESC_FIELDS):
+                    with m.Case(i):
+                        m.d.comb += choose.eq(1 << pairs.index(limits[name]))
+        with m.Elif(self.glob):
+            with m.Switch(global_index):
+                for i, name in enumerate(isa.GLOBAL_FIELDS):
+                    with m.Case(i):
+                        m.d.comb += choose.eq(1 << pairs.index(limits[name]))
+        m.d.sync += choice.eq(choose)
+        first, final = self.byte_index == 0, self.byte_index == 3
+        bad = 0
+        for i, (lo, hi) in enumerate(pairs):
+            at_most, at_least = Signal(name=f"le_{hi}"), Signal(name=f"ge_{lo}")
+            # Serial little-endian compare: this byte decides unless it equals the limit's.
+            le_before = Mux(first, 1, at_most)
+            ge_before = Mux(first, 1, at_least)
+            le_now, ge_now = Signal(name=f"le_{hi}_now"), Signal(name=f"ge_{lo}_now")
+            with m.Switch(self.byte_index):
+                for j in range(4):
+                    h, lo_byte = hi >> 8 * j & 0xFF, lo >> 8 * j & 0xFF
+                    # (a compare that is constant for this limit byte is left out: the
+                    # Verilog must stay lint-clean)
+                    below = (byte < h) if h else Const(0, 1)
+                    above = (byte > lo_byte) if lo_byte < 0xFF else Const(0, 1)
+                    with m.Case(j):
+                        m.d.comb += [
+                            le_now.eq(below | ((byte == h) & le_before)),
+                            ge_now.eq(above | ((byte == lo_byte) & ge_before))]
+            with m.If(self.strobe):
+                m.d.sync += [at_most.eq(le_now), at_least.eq(ge_now)]
+            bad = bad | (choice[i] & ~(le_now & ge_now))
         if cfg.lane_packing:
-            # pack * T by shift-and-add: at most `lanes`.
+            # pack * T by shift-and-add on the field's first byte: at most `lanes`.
             pack_bits = isa.field_bits(cfg)["pack"]
-            pack_lanes = sum(Mux(value[j], self.T << j, 0) for j in range(pack_bits))
-            pack_field = global_index == isa.GLOBAL_FIELDS.index("pack")
-            glob_bad = glob_bad | (pack_field & (pack_lanes > cfg.lanes))
-        m.d.comb += self.out_of_range.eq(Mux(self.descriptor, ~desc_ok, self.glob & glob_bad))
+            assert pack_bits <= 8
+            pack_lanes = sum(Mux(byte[j], self.T << j, 0) for j in range(pack_bits))
+            too_many = Signal()
+            with m.If(self.strobe & first):
+                m.d.sync += too_many.eq(pack_lanes > cfg.lanes)
+            pack_choice = Signal()
+            m.d.sync += pack_choice.eq(self.glob
+                                       & (global_index == isa.GLOBAL_FIELDS.index("pack")))
+            bad = bad | (pack_choice & too_many)
+        m.d.sync += self.out_of_range.eq(0)
+        with m.If(self.strobe & final):
+            m.d.sync += self.out_of_range.eq(bad)
         return m
 
 
@@ -186,48 +218,52 @@ class LoadParser(wiring.Component):
             unsupported = unsupported | (step.rot != 0)
         return unsupported
 
-    def _write_entry(self, m, rtype, entry, field, addr, nent, count, prog_row, done):
-        """The entry completing now into its memory (weight, parameter, step, program word
-        lane) or global register; `done` when it is the record's last."""
+    def _entry_write(self, m, kind, held, nent):
+        """At an entry's last byte: which memory or register it goes to next cycle (`held`'s
+        one-hot flags) and where."""
+        FPB = (isa.FIELDS_PER_WORD - 1).bit_length()  # FIELDS_PER_WORD is a power of two
+        m.d.sync += [held.weight.eq(kind.weight), held.param.eq(kind.param),
+                     held.step.eq(kind.step), held.desc.eq(kind.desc), held.glob.eq(kind.glob),
+                     held.nent.eq(nent), held.lane.eq(1 << nent[:FPB]),
+                     held.prog_addr.eq(held.prog_row + nent[FPB:])]
+
+    def _drive_writes(self, m, held, entry_held, field_held):
+        """The write the entry completed last cycle asks for, from the registered flags and
+        the shift register (which holds that entry until the next byte shifts in)."""
         cfg = self.config
         R, WB, A, M = cfg.pe_rows, cfg.weight_bits, cfg.acc_bits, cfg.membrane_bits
-        FPW, FW = isa.FIELDS_PER_WORD, isa.field_width(cfg)
-        FPB = (FPW - 1).bit_length()  # FIELDS_PER_WORD is a power of two
-        with m.Switch(rtype):
-            with m.Case(isa.REC_WEIGHT):
-                layout = isa.weight_layout(R)
-                word = entry(layout)
-                m.d.comb += [self.weight.addr.eq(addr), self.weight.en.eq(1),
-                             self.weight.data.eq(Cat(*[word[f.name][:WB] for f in layout])),
-                             done.eq(nent + 1 == count)]
-            with m.Case(isa.REC_PARAM):
-                param = entry(isa.PARAM_LAYOUT)
-                m.d.comb += [self.param.addr.eq(addr), self.param.en.eq(1),
-                             self.param.data.eq(Cat(param.bias[:A], param.threshold[:M])),
-                             done.eq(nent + 1 == count)]
-            with m.Case(isa.REC_STEP):
-                step = entry(isa.STEP_LAYOUT)
-                m.d.comb += [self.step.addr.eq(addr), self.step.en.eq(1),
-                             self.step.data.eq(Cat(*[
-                                 step[name][:width] for name, width in isa.step_bits(cfg).items()
-                             ])),
-                             done.eq(nent + 1 == count)]
-            with m.Case(isa.REC_DESC):
-                m.d.comb += [self.program.addr.eq(prog_row + nent[FPB:]),
-                             self.program.en.eq(1 << nent[:FPB]),
-                             self.program.data.eq(Cat(*[field[:FW]] * FPW)),
-                             done.eq(nent + 1 == len(isa.DESC_FIELDS))]
-            with m.Case(isa.REC_GLOBAL):
-                with m.Switch(nent):
-                    for i, name in enumerate(isa.GLOBAL_FIELDS):
-                        sig = getattr(self.globals, name)
-                        with m.Case(i):
-                            m.d.sync += sig.eq(field[:len(sig)])
-                m.d.comb += done.eq(nent + 1 == len(isa.GLOBAL_FIELDS))
+        FW, FPW = isa.field_width(cfg), isa.FIELDS_PER_WORD
+        layout = isa.weight_layout(R)
+        word = entry_held(layout)
+        param = entry_held(isa.PARAM_LAYOUT)
+        step = entry_held(isa.STEP_LAYOUT)
+        m.d.comb += [
+            self.weight.addr.eq(held.addr), self.weight.en.eq(held.weight),
+            self.weight.data.eq(Cat(*[word[f.name][:WB] for f in layout])),
+            self.param.addr.eq(held.addr), self.param.en.eq(held.param),
+            self.param.data.eq(Cat(param.bias[:A], param.threshold[:M])),
+            self.step.addr.eq(held.addr), self.step.en.eq(held.step),
+            self.step.data.eq(Cat(*[step[name][:width]
+                                    for name, width in isa.step_bits(cfg).items()])),
+            self.program.addr.eq(held.prog_addr),
+            self.program.en.eq(Mux(held.desc, held.lane, 0)),
+            self.program.data.eq(Cat(*[field_held[:FW]] * FPW)),
+        ]
+        with m.If(held.glob):
+            with m.Switch(held.nent):
+                for i, name in enumerate(isa.GLOBAL_FIELDS):
+                    sig = getattr(self.globals, name)
+                    with m.Case(i):
+                        m.d.sync += sig.eq(field_held[:len(sig)])
 
     def elaborate(self, platform):
-        # One byte per cycle through a shift register: each entry is sliced on its last byte
-        # with the layouts of `hw/isa.py`, so nothing is buffered beyond one entry.
+        # One byte per cycle through a shift register: each entry is sliced with the layouts
+        # of `hw/isa.py`, so nothing is buffered beyond one entry. For the clock, no decision
+        # is taken in the cycle a byte arrives: the checks of a header, a descriptor or global
+        # field, a step and the commit, and every failure, are registered as a verdict
+        # (`pending`) and applied in the next cycle, a bubble in which `load.ready` is low;
+        # `error`/`error_set` come from those registers only. The write of a completed entry
+        # goes out the cycle after its last byte, from the shift register.
         m = Module()
         cfg = self.config
         NW = isa.desc_words()
@@ -237,13 +273,27 @@ class LoadParser(wiring.Component):
         assert all(f.lsb == 8 * isa.FIELD_LAYOUT.nbytes * i and f.width == 32
                    for layout in (isa.DESC_LAYOUT, isa.GLOBAL_LAYOUT)
                    for i, f in enumerate(layout))
+        kinds = ("weight", "param", "step", "desc", "glob", "commit")
+        codes = (isa.REC_WEIGHT, isa.REC_PARAM, isa.REC_STEP, isa.REC_DESC, isa.REC_GLOBAL,
+                 isa.REC_COMMIT)
+        # The record type as one-hot registered flags (set by the type byte).
+        kind = Signal(data.StructLayout({k: 1 for k in kinds}))
         rtype = Signal(8)
         idx = Signal(3)  # byte index within the record body (saturates: only 0 .. 5 matter)
+        header_last = Signal()  # the next body byte is the header's last
+        in_header = Signal()
         ent = Signal(8)  # byte index within the current entry
+        entry_last = Signal()  # the next body byte is the current entry's last
         nent = Signal(8)  # entries completed (a record holds at most 255)
-        count = Signal(isa.ENTRIES_HEADER["count"].width)
+        final_entry = Signal()  # the current entry is the record's last
+        remaining = Signal(8)  # entries still to come in the record, this one included
         base = Signal(max(isa.ENTRIES_HEADER["addr"].width, isa.DESC_HEADER["index"].width))
-        prog_row = Signal(range(cfg.program_depth * NW + 1))  # first word of the descriptor
+        # The write of the entry completed last cycle (see `_drive_writes`).
+        held = Signal(data.StructLayout({
+            "weight": 1, "param": 1, "step": 1, "desc": 1, "glob": 1, "nent": 8,
+            "addr": len(base), "lane": isa.FIELDS_PER_WORD,
+            "prog_row": range(cfg.program_depth * NW + 1),  # first word of the descriptor
+            "prog_addr": range(cfg.program_depth * NW + NW)}))
         # The widest entry: a step or a weight word (R bytes).
         SRW = 8 * max(isa.STEP_BYTES, isa.PARAM_BYTES, isa.COMMIT_BYTES, cfg.pe_rows)
         sr = Signal(SRW)
@@ -252,102 +302,148 @@ class LoadParser(wiring.Component):
         bad = Signal()
         in_body = Signal()
         discard = Signal()
-        m.d.comb += ld.ready.eq(~self.busy)
+        # The verdict of the last cycle's byte, applied now.
+        pending = Signal()
+        p_code = Signal(Status)  # the failure found (Status.OK: none)
+        p_field = Signal()  # a descriptor or global field: `field_check`'s verdict counts too
+        p_range = Signal()  # a header: its last address `p_end` may not pass its memory's end
+        p_end = Signal(max(isa.ENTRIES_HEADER["addr"].width, isa.DESC_HEADER["index"].width) + 1)
+        p_last = Signal()  # that byte ended its chunk
+        p_done = Signal()  # it completed its record
+        p_commit = Signal()  # it was the commit's last byte; p_ok: the commit is accepted
+        p_ok = Signal()
+        m.d.comb += ld.ready.eq(~self.busy & ~pending)
         byte = ld.payload.data
         sr_next = Cat(sr[8:], byte)  # little-endian assembly, newest byte at the top
-        header, entry_size = self._record_sizes(m, rtype)
 
-        def fail(code):
-            """Report `code` now; drop the rest of the chunk and refuse the next commit."""
-            m.d.comb += [self.error.eq(code), self.error_set.eq(1)]
-            return [bad.eq(1), in_body.eq(0), discard.eq(~ld.payload.last)]
+        def verdict(code=Status.OK, *, field=0, done=0, commit=0, ok=0):
+            """Decide at the next cycle (the bubble): fail with `code`, or finish the record
+            (`done`), or take the commit (`ok`); with `field`, fail if the field is out of
+            range; a byte that ends its chunk mid-record fails too."""
+            return [pending.eq(1), p_code.eq(code), p_field.eq(field), p_range.eq(0),
+                    p_last.eq(ld.payload.last), p_done.eq(done), p_commit.eq(commit),
+                    p_ok.eq(ok)]
 
         def entry(layout):
             """The entry completing at this byte, a view of `layout` (`record_struct`)."""
             return data.View(record_struct(layout), sr_next[SRW - 8 * layout.nbytes:])
 
-        # The descriptor or global field completing at this byte, checked against
-        # `isa.field_limits` outside the parser's branches.
-        field = entry(isa.FIELD_LAYOUT).value.as_unsigned()
-        m.submodules.field_check = check = FieldLimitCheck(cfg)
-        m.d.comb += [check.value.eq(field), check.index.eq(nent), check.T.eq(self.globals.T),
-                     check.descriptor.eq(rtype == isa.REC_DESC),
-                     check.glob.eq(rtype == isa.REC_GLOBAL)]
-        unsupported = (rtype == isa.REC_STEP) & self._step_unsupported(entry(isa.STEP_LAYOUT))
+        def entry_held(layout):
+            """The entry completed last cycle (the shift register's top)."""
+            return data.View(record_struct(layout), sr[SRW - 8 * layout.nbytes:])
 
-        with m.If(ld.valid & ld.ready):
+        held_field = entry_held(isa.FIELD_LAYOUT).value.as_unsigned()
+        self._drive_writes(m, held, entry_held, held_field)
+        m.d.sync += [held.weight.eq(0), held.param.eq(0), held.step.eq(0), held.desc.eq(0),
+                     held.glob.eq(0)]
+
+        # The descriptor or global field completing at this byte, checked against
+        # `isa.field_limits` (its verdict one cycle later, in the bubble).
+        m.submodules.field_check = check = FieldLimitCheck(cfg)
+        m.d.comb += [check.byte.eq(byte), check.byte_index.eq(ent[:2]),
+                     check.strobe.eq(ld.valid & ld.ready & ~discard & in_body & ~in_header
+                                     & (kind.desc | kind.glob)),
+                     check.index.eq(nent), check.T.eq(self.globals.T),
+                     check.descriptor.eq(kind.desc), check.glob.eq(kind.glob)]
+        assert isa.FIELD_LAYOUT.nbytes == 4
+        unsupported = self._step_unsupported(entry(isa.STEP_LAYOUT))
+        header, entry_size = self._record_sizes(m, byte)  # of the record `byte` starts
+        header_bytes, size = self._record_sizes(m, rtype)  # of the current record
+
+        with m.If(pending):
+            # (one constant compare per memory, picked by the record's one-hot type)
+            past_end = ((kind.weight & (p_end > cfg.weight_depth))
+                        | (kind.param & (p_end > cfg.param_depth))
+                        | (kind.step & (p_end > cfg.step_depth))
+                        | (kind.desc & (p_end > cfg.program_depth)))
+            beyond = (p_field & check.out_of_range) | (p_range & past_end)
+            code = Mux(p_code != Status.OK, p_code, Mux(beyond, Status.DOES_NOT_FIT, Status.OK))
+            m.d.sync += pending.eq(0)
+            with m.If(code != Status.OK):
+                m.d.sync += [bad.eq(1), in_body.eq(0), discard.eq(~p_last)]
+                m.d.comb += [self.error.eq(code), self.error_set.eq(1)]
+            with m.Elif(p_commit):
+                m.d.sync += [self.n_passes.eq(entry_held(isa.COMMIT_LAYOUT).passes),
+                             self.ready.eq(p_ok), bad.eq(0), records.eq(0), checksum.eq(0),
+                             in_body.eq(0)]
+                with m.If(~p_ok & ~bad):  # after a failed record, keep its code
+                    m.d.comb += [self.error.eq(Status.BAD_RECORD), self.error_set.eq(1)]
+            with m.Elif(p_done):
+                m.d.sync += [in_body.eq(0), records.eq(records + 1)]
+            with m.Elif(p_last):  # the chunk ended inside the record
+                m.d.sync += [bad.eq(1), in_body.eq(0), discard.eq(0)]
+                m.d.comb += [self.error.eq(Status.BAD_RECORD), self.error_set.eq(1)]
+
+        with m.Elif(ld.valid & ld.ready):
             with m.If(discard):
                 m.d.sync += discard.eq(~ld.payload.last)
             with m.Elif(~in_body):
-                m.d.sync += [rtype.eq(byte), idx.eq(0), ent.eq(0), nent.eq(0), in_body.eq(1)]
+                n_fields = Mux(byte == isa.REC_DESC, len(isa.DESC_FIELDS), len(isa.GLOBAL_FIELDS))
+                m.d.sync += [rtype.eq(byte), idx.eq(0), ent.eq(0), nent.eq(0), in_body.eq(1),
+                             in_header.eq(header != 0), header_last.eq(header == 1),
+                             entry_last.eq(entry_size == 1), remaining.eq(n_fields),
+                             final_entry.eq(n_fields == 1)]
+                m.d.sync += [kind[k].eq(byte == c) for k, c in zip(kinds, codes, strict=True)]
                 with m.If(byte != isa.REC_COMMIT):
                     m.d.sync += [checksum.eq(checksum + byte), self.ready.eq(0)]
-                with m.If(~byte.matches(isa.REC_WEIGHT, isa.REC_PARAM, isa.REC_STEP,
-                                        isa.REC_DESC, isa.REC_GLOBAL, isa.REC_COMMIT)):
-                    m.d.sync += fail(Status.BAD_RECORD)
+                with m.If(~byte.matches(*codes)):
+                    m.d.sync += verdict(Status.BAD_RECORD)
                 with m.Elif(ld.payload.last):
-                    m.d.sync += fail(Status.BAD_RECORD)
+                    m.d.sync += verdict(Status.BAD_RECORD)
             with m.Else():
-                done = Signal()
-                m.d.sync += [idx.eq(Mux(idx == 7, 7, idx + 1)), sr.eq(sr_next)]
-                with m.If(rtype != isa.REC_COMMIT):
+                m.d.sync += [idx.eq(Mux(idx == 7, 7, idx + 1)), sr.eq(sr_next),
+                             header_last.eq(0)]
+                with m.If(~kind.commit):
                     m.d.sync += checksum.eq(checksum + byte)
-                with m.If(idx < header):
+                with m.If(kind.commit):
+                    with m.If(idx == isa.COMMIT_BYTES - 1):
+                        commit = entry(isa.COMMIT_LAYOUT)
+                        passes = commit.passes
+                        ok = (~bad & (commit.records == records)
+                              & (commit.checksum == checksum)
+                              & (passes != 0) & (passes <= cfg.program_depth))
+                        m.d.sync += verdict(commit=1, ok=ok)
+                    with m.Elif(ld.payload.last):
+                        m.d.sync += verdict(Status.BAD_RECORD)
+                with m.Elif(in_header):
                     # The header (`isa.RECORD_HEADER`) is whole in the shift register at its
                     # last byte: a weight, parameter or step record's first address and entry
                     # count, or a descriptor's index.
-                    with m.If(idx == header - 1):
+                    with m.If(header_last):
                         first = entry(isa.ENTRIES_HEADER).addr
                         n_entries = entry(isa.ENTRIES_HEADER).count
                         index = entry(isa.DESC_HEADER).index
-                        m.d.sync += [base.eq(Mux(rtype == isa.REC_DESC, index, first)),
-                                     count.eq(n_entries)]
-                        limit = Signal(17)
-                        with m.Switch(rtype):
-                            with m.Case(isa.REC_WEIGHT):
-                                m.d.comb += limit.eq(cfg.weight_depth)
-                            with m.Case(isa.REC_PARAM):
-                                m.d.comb += limit.eq(cfg.param_depth)
-                            with m.Case(isa.REC_STEP):
-                                m.d.comb += limit.eq(cfg.step_depth)
-                            with m.Default():
-                                m.d.comb += limit.eq(cfg.program_depth)
-                        last_addr = Mux(rtype == isa.REC_DESC, index + 1, first + n_entries)
-                        m.d.sync += prog_row.eq(times_const(index, NW))
-                        with m.If((rtype != isa.REC_DESC) & (n_entries == 0)):
-                            m.d.sync += fail(Status.BAD_RECORD)
-                        with m.Elif(last_addr > limit):
-                            m.d.sync += fail(Status.DOES_NOT_FIT)
-                        with m.Elif(ld.payload.last):
-                            m.d.sync += fail(Status.BAD_RECORD)
+                        m.d.sync += [base.eq(Mux(kind.desc, index, first)),
+                                     held.prog_row.eq(times_const(index, NW)),
+                                     in_header.eq(0)]
+                        with m.If(~kind.desc):  # (a descriptor's count is its field count)
+                            m.d.sync += [remaining.eq(n_entries),
+                                         final_entry.eq(n_entries == 1)]
+                        last_addr = Mux(kind.desc, index + 1, first + n_entries)
+                        # (the range compare in the bubble; the chunk may not end here)
+                        m.d.sync += verdict(Mux(~kind.desc & (n_entries == 0),
+                                                Status.BAD_RECORD, Status.OK))
+                        m.d.sync += [p_range.eq(1), p_end.eq(last_addr)]
+                    with m.Else():
+                        m.d.sync += header_last.eq(idx + 2 == header_bytes)
+                        with m.If(ld.payload.last):
+                            m.d.sync += verdict(Status.BAD_RECORD)
                 with m.Else():
-                    entry_done = ent == entry_size - 1
-                    m.d.sync += ent.eq(Mux(entry_done, 0, ent + 1))
-                    with m.If(entry_done):
-                        m.d.sync += nent.eq(nent + 1)
-                        self._write_entry(m, rtype, entry, field, base + nent, nent, count,
-                                          prog_row, done)
-                    with m.If(entry_done & (check.out_of_range | unsupported)):
-                        # A field beyond this array's memories or lanes: refuse the program.
-                        m.d.sync += fail(Status.DOES_NOT_FIT)
-                    with m.Elif(rtype == isa.REC_COMMIT):
-                        with m.If(idx == isa.COMMIT_BYTES - 1):
-                            commit = entry(isa.COMMIT_LAYOUT)
-                            passes = commit.passes
-                            ok = (~bad & (commit.records == records)
-                                  & (commit.checksum == checksum)
-                                  & (passes != 0) & (passes <= cfg.program_depth))
-                            m.d.sync += [self.n_passes.eq(passes), self.ready.eq(ok),
-                                         bad.eq(0),
-                                         records.eq(0), checksum.eq(0), in_body.eq(0)]
-                            with m.If(~ok & ~bad):  # after a failed record, keep its code
-                                m.d.comb += [self.error.eq(Status.BAD_RECORD),
-                                             self.error_set.eq(1)]
-                        with m.Elif(ld.payload.last):
-                            m.d.sync += fail(Status.BAD_RECORD)
-                    with m.Elif(done):
+                    m.d.sync += [ent.eq(Mux(entry_last, 0, ent + 1)),
+                                 entry_last.eq(Mux(entry_last, size == 1, ent + 2 == size))]
+                    with m.If(entry_last):
+                        m.d.sync += [nent.eq(nent + 1), held.addr.eq(base + nent),
+                                     remaining.eq(remaining - 1),
+                                     final_entry.eq(remaining == 2)]
+                        self._entry_write(m, kind, held, nent)
+                    with m.If(entry_last & (kind.desc | kind.glob)):
+                        m.d.sync += verdict(field=1, done=final_entry)
+                    with m.Elif(entry_last & kind.step):
+                        m.d.sync += verdict(Mux(unsupported, Status.DOES_NOT_FIT, Status.OK),
+                                            done=final_entry)
+                    with m.Elif(entry_last & final_entry):
                         m.d.sync += [in_body.eq(0), records.eq(records + 1)]
                     with m.Elif(ld.payload.last):
-                        m.d.sync += fail(Status.BAD_RECORD)
+                        m.d.sync += verdict(Status.BAD_RECORD)
 
         return m

@@ -10,7 +10,7 @@ import pytest
 from scripts import explore
 from scripts.explore import Point
 
-pytestmark = pytest.mark.synth
+pytestmark = [pytest.mark.synth, pytest.mark.extended]
 
 WORKLOAD = "spikformer_iand"
 POINT = Point(1, 1, 2, 4)

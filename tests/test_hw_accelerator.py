@@ -8,7 +8,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from hw import isa
-from hw.accelerator import Accelerator
+from hw.accelerator import LOAD_VERDICT_CYCLES, Accelerator
 from hw.compiler import compile_network
 from hw.config import ArrayConfig
 from hw.status import Status
@@ -101,7 +101,7 @@ def test_end_to_end_equals_golden_and_cycle_model(family, T, config):
     async def bench(ctx, dut):
         for chunk in net.load_chunks(config.max_payload):
             await send(ctx, dut.load, chunk, stall=7)
-        await ctx.tick()
+        await ctx.tick().repeat(LOAD_VERDICT_CYCLES)
         assert ctx.get(dut.status.ready) and ctx.get(dut.status.error) == Status.OK
         await send(ctx, dut.tokens, net.encode_input(image, trace=True), stall=5)
         got["trace"], _ = await receive(ctx, dut, 100_000, stall=3)
@@ -128,20 +128,20 @@ def test_errors_are_reported_and_clear_recovers():
         await ctx.tick()
         seen["not_loaded"] = ctx.get(dut.status.error)
         await send(ctx, dut.load, b"\x99\x01\x02")
-        await ctx.tick()
+        await ctx.tick().repeat(LOAD_VERDICT_CYCLES)
         seen["bad_record"] = ctx.get(dut.status.error)
         ctx.set(dut.clear, 1)
         await ctx.tick()
         ctx.set(dut.clear, 0)
         await send(ctx, dut.load, bytes([0x57, 0xFF, 0xFF, 2]) + bytes(2 * CFG.pe_rows))
-        await ctx.tick()
+        await ctx.tick().repeat(LOAD_VERDICT_CYCLES)
         seen["does_not_fit"] = ctx.get(dut.status.error)
         ctx.set(dut.clear, 1)
         await ctx.tick()
         ctx.set(dut.clear, 0)
         chunks = net.load_chunks(CFG.max_payload)
         await send(ctx, dut.load, chunks[0][:-3])  # a record cut short by `last`
-        await ctx.tick()
+        await ctx.tick().repeat(LOAD_VERDICT_CYCLES)
         seen["truncated"] = ctx.get(dut.status.error)
         seen["ready_after_bad"] = ctx.get(dut.status.ready)
         ctx.set(dut.clear, 1)
@@ -149,7 +149,7 @@ def test_errors_are_reported_and_clear_recovers():
         ctx.set(dut.clear, 0)
         for chunk in chunks:
             await send(ctx, dut.load, chunk)
-        await ctx.tick()
+        await ctx.tick().repeat(LOAD_VERDICT_CYCLES)
         seen["ready"] = ctx.get(dut.status.ready)
         await send(ctx, dut.tokens, b"\x00" * 3)
         await ctx.tick()
@@ -211,14 +211,14 @@ def test_load_refuses_fields_beyond_the_array():
             bad = next(r for r in recs if r[0] == record)
             for rec in (bad, recs[-1]):
                 await send(ctx, dut.load, rec)
-            await ctx.tick()
+            await ctx.tick().repeat(LOAD_VERDICT_CYCLES)
             seen.append((field, ctx.get(dut.status.error), ctx.get(dut.status.ready)))
             ctx.set(dut.clear, 1)
             await ctx.tick()
             ctx.set(dut.clear, 0)
         for rec in net.records():
             await send(ctx, dut.load, rec)
-        await ctx.tick()
+        await ctx.tick().repeat(LOAD_VERDICT_CYCLES)
         seen.append(("unpatched", ctx.get(dut.status.error), ctx.get(dut.status.ready)))
 
     simulate(bench)
@@ -248,7 +248,7 @@ def test_lean_array_refuses_programs_it_cannot_run():
         for net in (paired, packed, compile_network(model, LEAN)):
             for rec in net.records():
                 await send(ctx, dut.load, rec)
-            await ctx.tick()
+            await ctx.tick().repeat(LOAD_VERDICT_CYCLES)
             seen.append((ctx.get(dut.status.error), ctx.get(dut.status.ready)))
             ctx.set(dut.clear, 1)
             await ctx.tick()
@@ -293,7 +293,7 @@ def test_commit_refuses_a_wrong_checksum_or_record_count():
         for what, image_recs in cases.items():
             for rec in image_recs:
                 await send(ctx, dut.load, rec)
-            await ctx.tick()
+            await ctx.tick().repeat(LOAD_VERDICT_CYCLES)
             state = (ctx.get(dut.status.error), ctx.get(dut.status.ready))
             await send(ctx, dut.tokens, net.encode_input(image))
             await ctx.tick()

@@ -29,34 +29,41 @@ def run_parser(config, chunks, gap=0.0, seed=0):
     rng = random.Random(seed)
     seen = {"weight": {}, "param": {}, "step": {}, "program": {}}
     out = {}
+    errors = []
+
+    async def tick(ctx):
+        """One clock, after sampling the memory writes and the errors of this cycle (in the
+        bench, after its inputs are set: a second testbench could sample before them)."""
+        for name in ("weight", "param", "step"):
+            port = getattr(dut, name)
+            if ctx.get(port.en):
+                seen[name][ctx.get(port.addr)] = ctx.get(Value.cast(port.data))
+        if ctx.get(dut.program.en):
+            en, word = ctx.get(dut.program.en), ctx.get(dut.program.data)
+            fw = isa.field_width(config)
+            for lane in range(isa.FIELDS_PER_WORD):
+                if en >> lane & 1:
+                    addr = ctx.get(dut.program.addr) * isa.FIELDS_PER_WORD + lane
+                    seen["program"][addr] = word >> (fw * lane) & ((1 << fw) - 1)
+        if ctx.get(dut.error_set):
+            errors.append(ctx.get(dut.error))
+        await ctx.tick()
 
     async def bench(ctx):
-        errors = []
         for chunk in chunks:
             for i, byte in enumerate(chunk):
                 while rng.random() < gap:
                     ctx.set(dut.load.valid, 0)
-                    await ctx.tick()
+                    await tick(ctx)
                 ctx.set(dut.load.valid, 1)
                 ctx.set(dut.load.payload.data, byte)
                 ctx.set(dut.load.payload.last, i == len(chunk) - 1)
-                for name in ("weight", "param", "step"):
-                    port = getattr(dut, name)
-                    if ctx.get(port.en):
-                        seen[name][ctx.get(port.addr)] = ctx.get(Value.cast(port.data))
-                if ctx.get(dut.program.en):
-                    en, word = ctx.get(dut.program.en), ctx.get(dut.program.data)
-                    fw = isa.field_width(config)
-                    for lane in range(isa.FIELDS_PER_WORD):
-                        if en >> lane & 1:
-                            addr = ctx.get(dut.program.addr) * isa.FIELDS_PER_WORD + lane
-                            seen["program"][addr] = word >> (fw * lane) & ((1 << fw) - 1)
-                if ctx.get(dut.error_set):
-                    errors.append(ctx.get(dut.error))
-                assert ctx.get(dut.load.ready)
-                await ctx.tick()
+                while not ctx.get(dut.load.ready):  # a check's bubble
+                    await tick(ctx)
+                await tick(ctx)
         ctx.set(dut.load.valid, 0)
-        await ctx.tick()
+        for _ in range(3):
+            await tick(ctx)
         out.update(globals={n: ctx.get(getattr(dut.globals, n)) for n in isa.GLOBAL_FIELDS},
                    n_passes=ctx.get(dut.n_passes), ready=ctx.get(dut.ready), errors=errors)
 

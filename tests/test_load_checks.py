@@ -56,20 +56,31 @@ def test_field_limit_check_matches_the_limits_table(config):
     cases = field_cases(config)
     got = []
 
+    async def check(ctx, value):
+        """The field's bytes, least significant first; the verdict the cycle after."""
+        for j in range(4):
+            ctx.set(dut.byte, value >> 8 * j & 0xFF)
+            ctx.set(dut.byte_index, j)
+            ctx.set(dut.strobe, 1)
+            await ctx.tick()
+        ctx.set(dut.strobe, 0)
+        return ctx.get(dut.out_of_range)
+
     async def bench(ctx):
         for descriptor, index, value, T, _ in cases:
-            ctx.set(dut.value, value)
             ctx.set(dut.index, index)
             ctx.set(dut.descriptor, descriptor)
             ctx.set(dut.glob, 1 - descriptor)
             ctx.set(dut.T, T)
-            got.append(ctx.get(dut.out_of_range))
+            await ctx.tick()  # the field number is decoded a cycle ahead
+            got.append(await check(ctx, value))
         ctx.set(dut.descriptor, 0)
         ctx.set(dut.glob, 0)  # neither record: never out of range
-        ctx.set(dut.value, 0xFFFFFFFF)
-        got.append(ctx.get(dut.out_of_range))
+        await ctx.tick()
+        got.append(await check(ctx, 0xFFFFFFFF))
 
     sim = Simulator(dut)
+    sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
     expected = [int(c[-1]) for c in cases] + [0]
@@ -82,17 +93,25 @@ def feed(config, data: bytes):
     dut = LoadParser(config)
     out = {}
 
+    errors = []
+
+    async def tick(ctx):
+        """One clock, after noting this cycle's error (sampled after the inputs are set)."""
+        if ctx.get(dut.error_set):
+            errors.append(ctx.get(dut.error))
+        await ctx.tick()
+
     async def bench(ctx):
-        errors = []
         for i, byte in enumerate(data):
             ctx.set(dut.load.valid, 1)
             ctx.set(dut.load.payload.data, byte)
             ctx.set(dut.load.payload.last, i == len(data) - 1)
-            if ctx.get(dut.error_set):
-                errors.append(ctx.get(dut.error))
-            await ctx.tick()
+            while not ctx.get(dut.load.ready):  # a check's bubble
+                await tick(ctx)
+            await tick(ctx)
         ctx.set(dut.load.valid, 0)
-        await ctx.tick()
+        for _ in range(3):
+            await tick(ctx)
         out.update(errors=errors, ready=ctx.get(dut.ready))
 
     sim = Simulator(dut)

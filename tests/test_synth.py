@@ -159,6 +159,13 @@ def test_board_top_rejects_unusable_baud():
 
 
 @pytest.mark.synth
+#: The routed clock the iCEBreaker build may not fall below: the pipelined load parser, drain
+#: registers and encoder CRC register gave 24.82 MHz (seed 1, 2026-12-07); placement on a
+#: 99% full device moves it by about a megahertz between designs, so a change that loses a
+#: pipeline stage, not one that moves a cell, fails here.
+ICEBREAKER_FMAX_FLOOR_MHZ = 22.0
+
+
 def test_icebreaker_bitstream_fits_and_meets_timing():
     """CI check: the iCEBreaker bitstream builds in full (Yosys, nextpnr with its fixed seed,
     icepack) from the real board top (UART bridge, host link, accelerator in the board's
@@ -168,6 +175,7 @@ def test_icebreaker_bitstream_fits_and_meets_timing():
     report = synth.synth_board("icebreaker", out=out)
     assert report["fits"], report["over"]
     assert report["meets_timing"], (report["fmax_mhz"], report["required_mhz"])
+    assert report["fmax_mhz"] >= ICEBREAKER_FMAX_FLOOR_MHZ, report["critical_paths"][0]
     used = {name: r["used"] for name, r in report["resources"].items()}
     assert 3000 < used["lut"] <= 5280 and used["bram"] <= 30 and used["spram"] <= 4
     assert report["synthesis"]["lc"] == used["lut"]  # the packer's count is the placed one
