@@ -55,7 +55,7 @@ JOBS ?= 2
 test: $(STAMP) iverilog
 	$(PY) -m pytest -q -n $(JOBS) --dist loadfile -m "not extended"
 
-# The larger repeats kept out of `make test`'s 15 minutes (about 4.5 CPU minutes); CI runs them.
+# The larger repeats kept out of `make test`'s 15 minutes (about 6 CPU minutes); CI runs them.
 test-extended: $(STAMP)
 	$(PY) -m pytest -q -n $(JOBS) -m extended
 

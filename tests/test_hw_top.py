@@ -30,8 +30,9 @@ def lint(path: Path, *extra: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, cwd=path.parent)
 
 
-@pytest.mark.parametrize("name", ["small", pytest.param("default", marks=pytest.mark.slow),
-                                  pytest.param("large", marks=[pytest.mark.slow, pytest.mark.extended])])
+@pytest.mark.parametrize("name", [
+    "small", pytest.param("default", marks=pytest.mark.slow),
+    pytest.param("large", marks=[pytest.mark.slow, pytest.mark.extended])])
 def test_generates_lint_clean_verilog(tmp_path, name):
     config = ArrayConfig.load(ROOT / f"hw/configs/{name}.json")
     start = time.process_time()

@@ -224,6 +224,7 @@ def test_noisy_line_without_retries_after_the_load_reports_the_failure(tmp_path)
 
 
 @pytest.mark.rtl
+@pytest.mark.extended  # (the soak's negative control covers the verdict in `make test`)
 def test_noisy_line_tampered_expectation_fails(tmp_path):
     """Negative control of the verdict: one expected logit off by one fails the run."""
     report = _noisy(tmp_path, images=1, batch=1, tamper=True)

@@ -158,7 +158,6 @@ def test_board_top_rejects_unusable_baud():
         get_board("icestick")
 
 
-@pytest.mark.synth
 #: The routed clock the iCEBreaker build may not fall below: the pipelined load parser, drain
 #: registers and encoder CRC register gave 24.82 MHz (seed 1, 2026-12-07); placement on a
 #: 99% full device moves it by about a megahertz between designs, so a change that loses a
@@ -166,6 +165,7 @@ def test_board_top_rejects_unusable_baud():
 ICEBREAKER_FMAX_FLOOR_MHZ = 22.0
 
 
+@pytest.mark.synth
 def test_icebreaker_bitstream_fits_and_meets_timing():
     """CI check: the iCEBreaker bitstream builds in full (Yosys, nextpnr with its fixed seed,
     icepack) from the real board top (UART bridge, host link, accelerator in the board's
