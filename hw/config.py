@@ -88,7 +88,8 @@ class ArrayConfig:
     #: the write's route to the banks (spread over the device on a wide array) become three
     #: paths, for two cycles more at the end of each pass (`drain_write_latency`), one more
     #: per head emission and `pe_cols * (lanes * (acc_bits + 1) + 1)` + an address's
-    #: flip-flops. Off on a small FPGA whose clock is not limited there.
+    #: flip-flops. With one PE row there is no row select, and only the write register is
+    #: built (one cycle more per pass). Off on a small FPGA whose clock is not limited there.
     drain_registers: bool = True
 
     def __post_init__(self):
@@ -151,15 +152,17 @@ class ArrayConfig:
     @property
     def drain_row_latency(self) -> int:
         """Cycles from a drained row's registered command (the drain's stage D1) to its sums
-        at the LIF units and the head's adder tree: the row register if built."""
-        return int(self.drain_registers)
+        at the LIF units and the head's adder tree: the row register if built. With one PE
+        row there is no row select to cut from the LIF units, so `drain_registers` builds
+        only the write register."""
+        return int(self.drain_registers and self.pe_rows > 1)
 
     @property
     def drain_write_latency(self) -> int:
         """Cycles from a drained row's registered command (the drain's stage D1) to its
         write into the activation banks: the row register, the LIF stages, the write
         register (`drain_registers`)."""
-        return self.lif_latency + 2 * int(self.drain_registers)
+        return self.lif_latency + self.drain_row_latency + int(self.drain_registers)
 
     @property
     def head_latency(self) -> int:

@@ -136,8 +136,10 @@ class Drain(wiring.Component):
         # The drained row of the shadow accumulators: an explicit R-way mux (indexing the
         # array by a signal would build one all-to-all part-select, slow to elaborate).
         shadow_row = Signal(self.shadow.shape().elem_shape, name="shadow_row")
-        with m.Switch(d1.row):
-            for r in range(R):
+        if R == 1:  # (no select: the one row's sums go straight to the LIF units)
+            m.d.comb += shadow_row.eq(self.shadow[0])
+        with m.Switch(d1.row if R > 1 else 0):
+            for r in range(R if R > 1 else 0):
                 with m.Case(r):
                     m.d.comb += shadow_row.eq(self.shadow[r])
 

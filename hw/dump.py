@@ -9,7 +9,8 @@ memory's read port masks them).
 
 Latency: `start` to `done` is `words * (2 + word_bytes)` cycles without back-pressure;
 `done` is high in the cycle the last byte is taken.
-Cost: a word counter, a word register and a byte counter; no multipliers.
+Cost: an address counter, a down-counter of the words left, a word register and a
+byte counter; no multipliers.
 """
 
 from amaranth import Cat, Const, Module, Signal
@@ -44,23 +45,27 @@ class TraceDump(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         WBY = isa.word_bytes(self.config.lanes)
-        index = Signal(len(self.words))
-        # Whether `index` is the last word, registered as the index moves (the compare looks
-        # one word ahead), so `done` is not an adder and a comparator deep.
+        # The word's address runs on from `base`, and a down-counter of the words left
+        # decides the last one, registered as it moves (a compare with a constant): no
+        # adder sits between a register and `read_addr` or `done`.
+        addr = Signal(len(self.base))
+        left = Signal(len(self.words))
         last_word = Signal()
         word = Signal(self.config.lanes)
         byte = Signal(2)
+        m.d.comb += self.read_addr.eq(addr)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [index.eq(0), last_word.eq(self.words == 1)]
+                    m.d.sync += [addr.eq(self.base), left.eq(self.words),
+                                 last_word.eq(self.words == 1)]
                     m.next = "READ"
             with m.State("READ"):
-                m.d.comb += [self.read_active.eq(1), self.read_addr.eq(self.base + index)]
+                m.d.comb += self.read_active.eq(1)
                 m.d.sync += byte.eq(0)
                 m.next = "LATCH"
             with m.State("LATCH"):
-                m.d.comb += [self.read_active.eq(1), self.read_addr.eq(self.base + index)]
+                m.d.comb += self.read_active.eq(1)
                 m.d.sync += word.eq(self.read_word)
                 m.next = "EMIT"
             with m.State("EMIT"):
@@ -69,7 +74,8 @@ class TraceDump(wiring.Component):
                 with m.If(self.emit_ready):
                     m.d.sync += byte.eq(byte + 1)
                     with m.If(byte == WBY - 1):
-                        m.d.sync += [index.eq(index + 1), last_word.eq(index + 2 == self.words)]
+                        m.d.sync += [addr.eq(addr + 1), left.eq(left - 1),
+                                     last_word.eq(left == 2)]
                         with m.If(last_word):
                             m.d.comb += self.done.eq(1)
                             m.next = "IDLE"

@@ -20,8 +20,9 @@ class DecoderState(enum.Enum, shape=4):
     PAYLOAD = 5
     CRC0 = 6
     CRC1 = 7
-    DECIDE = 8  #: the frame is in: check it, commit or roll back its payload
+    DECIDE = 8  #: the frame is in: check it (the verdict into registers)
     HOLD = 9  #: a request is out; wait until its response has been sent
+    APPLY = 10  #: commit or roll back its payload by the registered verdict; the request out
 
 
 class SegmentState(enum.Enum, shape=2):
@@ -52,7 +53,9 @@ class FrameDecoder(wiring.Component):
     A length over `max_payload` is answered right after the length field (BAD_LENGTH, hunt from
     the next byte); a frame that stops for `timeout_cycles` is rolled back (TIMEOUT).
 
-    Latency: `request` is valid 2 cycles after the last CRC byte was taken (1 after a rejected
+    Latency: `request` is valid 3 cycles after the last CRC byte was taken (DECIDE registers
+    the verdict, APPLY commits by it: the checks and the queue's pointer enables are two
+    paths) (1 after a rejected
     length, `timeout_cycles` after the last byte of a stalled frame). Throughput: one byte per
     cycle. Cost: one `amaranth.lib.crc.Processor` (16 XOR trees, 16 flip-flops), a timeout
     counter of log2(`timeout_cycles`) bits, the length/remaining/segment counters, the request
@@ -90,13 +93,14 @@ class FrameDecoder(wiring.Component):
         idle = Signal(range(self.timeout_cycles))
         last_seq = Signal(8)  # of the last accepted request
         last_valid = Signal()
+        accepted = Signal()  # DECIDE's verdict: the request is accepted (APPLY acts on it)
 
         is_load = req.cmd == Command.LOAD
         is_infer = req.cmd == Command.INFER
         in_frame = Signal()
         m.d.comb += [
-            in_frame.eq((state != DecoderState.HUNT) & (state != DecoderState.DECIDE)
-                        & (state != DecoderState.HOLD)),
+            in_frame.eq(~state.as_value().matches(DecoderState.HUNT, DecoderState.DECIDE,
+                                       DecoderState.APPLY, DecoderState.HOLD)),
             rx.ready.eq(in_frame | (state == DecoderState.HUNT)),
             queue.data.eq(byte),
             queue.tokens.eq(is_infer),
@@ -177,11 +181,13 @@ class FrameDecoder(wiring.Component):
                 with m.Else():
                     m.d.comb += accept.eq(1)
                     m.d.sync += req.verdict.eq(Status.OK)
-                m.d.comb += [queue.commit.eq(accept & (is_load | is_infer) & ~dup),
+                m.d.sync += [accepted.eq(accept), req.dup.eq(dup),
+                             state.eq(DecoderState.APPLY)]
+            with m.Case(DecoderState.APPLY):
+                m.d.comb += [queue.commit.eq(accepted & (is_load | is_infer) & ~req.dup),
                              queue.rollback.eq(~queue.commit)]
-                m.d.sync += [request.valid.eq(1), req.dup.eq(dup),
-                             state.eq(DecoderState.HOLD)]
-                with m.If(accept):
+                m.d.sync += [request.valid.eq(1), state.eq(DecoderState.HOLD)]
+                with m.If(accepted):
                     m.d.sync += [last_seq.eq(req.seq), last_valid.eq(1)]
             with m.Case(DecoderState.HOLD):
                 with m.If(request.ready):

@@ -108,8 +108,9 @@ class ResultBuffer(wiring.Component):
     (the committed pointer moves to the cursor), and `rewind` puts the cursor back to the
     committed pointer, so a READ response can be sent again. `level` counts the bytes not yet
     handed out, and the core is held back only when committed-but-unread plus unreleased bytes
-    fill the memory. Counters: `results_done` (results whose `last` byte arrived) and
-    `busy_cycles` (cycles with `busy` high), both mod 2^32, cleared by `flush`.
+    fill the memory (`depth - 1` of them: the room check is registered). Counters:
+    `results_done` (results whose `last` byte arrived) and `busy_cycles` (cycles with `busy`
+    high), both mod 2^32, cleared by `flush`.
 
     Latency: a byte from the core is on `read` 2 cycles later (memory write, read). Throughput:
     one byte per cycle each way. Cost: the memory (`depth` x 9 bits, block RAM), four pointers
@@ -148,9 +149,14 @@ class ResultBuffer(wiring.Component):
 
         write = self.write
         push = Signal()
+        # Room for the core's byte, registered: a cycle ago at least two entries were free,
+        # so one is now (one push per cycle; `committed` only moves on). The buffer holds
+        # `depth - 1` bytes, and the core's stream waits on a flip-flop, not on a pointer
+        # subtraction and compare.
+        room = Signal()
+        m.d.sync += room.eq(_distance(m, wr, committed) < self.depth - 1)
         m.d.comb += [
-            write.ready.eq((_distance(m, wr, committed) != self.depth) & ~self.hold
-                            & ~self.flush),
+            write.ready.eq(room & ~self.hold & ~self.flush),
             push.eq(write.valid & write.ready),
             wport.addr.eq(wr[:bits - 1]),
             wport.data.eq(Cat(write.payload.data, write.payload.last)),

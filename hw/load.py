@@ -359,15 +359,17 @@ class LoadParser(wiring.Component):
             beyond = (p_field & check.out_of_range) | (p_range & past_end)
             code = Mux(p_code != Status.OK, p_code, Mux(beyond, Status.DOES_NOT_FIT, Status.OK))
             m.d.sync += pending.eq(0)
-            with m.If(code != Status.OK):
-                m.d.sync += [bad.eq(1), in_body.eq(0), discard.eq(~p_last)]
-                m.d.comb += [self.error.eq(code), self.error_set.eq(1)]
-            with m.Elif(p_commit):
+            # A commit's checks are all in `p_ok` (its `code` is OK), so it is decided
+            # first: the range compare stays off the commit's registers.
+            with m.If(p_commit):
                 m.d.sync += [self.n_passes.eq(entry_held(isa.COMMIT_LAYOUT).passes),
                              self.ready.eq(p_ok), bad.eq(0), records.eq(0), checksum.eq(0),
                              in_body.eq(0)]
                 with m.If(~p_ok & ~bad):  # after a failed record, keep its code
                     m.d.comb += [self.error.eq(Status.BAD_RECORD), self.error_set.eq(1)]
+            with m.Elif(code != Status.OK):
+                m.d.sync += [bad.eq(1), in_body.eq(0), discard.eq(~p_last)]
+                m.d.comb += [self.error.eq(code), self.error_set.eq(1)]
             with m.Elif(p_done):
                 m.d.sync += [in_body.eq(0), records.eq(records + 1)]
             with m.Elif(p_last):  # the chunk ended inside the record
