@@ -53,9 +53,9 @@ iverilog:
 # build are in one file each, so no two workers build the same folder (tests/conftest.py).
 JOBS ?= 2
 test: $(STAMP) iverilog
-	$(PY) -m pytest -q -n $(JOBS) --dist loadfile -m "not extended"
+	$(PY) -m pytest -q -n $(JOBS) --dist loadfile -m "not extended" --durations=15
 
-# The larger repeats kept out of `make test`'s 15 minutes (about 6 CPU minutes); CI runs them.
+# The larger repeats kept out of `make test`'s 15 minutes (about 10 CPU minutes); CI runs them.
 test-extended: $(STAMP)
 	$(PY) -m pytest -q -n $(JOBS) -m extended
 

@@ -78,6 +78,7 @@ LEAN = NARROW.replace(name="lean", paired_steps=False, lane_packing=False, doubl
 #: The three longest runs (1-1.5 min of CPU together) stay out of `make test-fast`; the lean
 #: array still runs sew and ms there, the default one iand and sdsa.
 SLOW = pytest.mark.slow
+EXTENDED = [pytest.mark.slow, pytest.mark.extended]
 
 
 @pytest.mark.parametrize("family, T, config", [
@@ -87,7 +88,8 @@ SLOW = pytest.mark.slow
     # per input row (2 columns); packed lane groups with edge reads on the wide array
     pytest.param("sew", 2, WIDE, marks=SLOW), ("ms", 4, NARROW),
     # one operand per step, spare lanes idle at T = 2, tiles wait for their drains
-    ("sew", 4, LEAN), ("ms", 2, LEAN), ("sdsa", 4, LEAN)], ids=lambda v: getattr(v, "name", v))
+    ("sew", 4, LEAN), pytest.param("ms", 2, LEAN, marks=EXTENDED),
+    pytest.param("sdsa", 4, LEAN, marks=EXTENDED)], ids=lambda v: getattr(v, "name", v))
 def test_end_to_end_equals_golden_and_cycle_model(family, T, config):
     """T < lanes packs lanes / T positions per word (pack 2 at T = 2, pack 4 at T = 1), unless
     the array has no lane packing."""

@@ -41,7 +41,8 @@ def run(dut, bench, deadline=200_000):
 
 # ---- activation memory ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["default", "small", "lean"])
+@pytest.mark.parametrize("name", ["default", pytest.param("small", marks=pytest.mark.extended),
+                                  "lean"])
 def test_activation_memory_runs_match_a_flat_memory(name):
     cfg = CONFIGS[name]
     C, L = cfg.pe_cols, cfg.lanes
@@ -223,7 +224,9 @@ def run_sequencer(cfg, desc, steps, stall_rate, rng):
     return got_issue, got_stage2, got_tiles
 
 
-@pytest.mark.parametrize("name", ["default", "small", "small_unstaged", "lean"])
+@pytest.mark.parametrize("name", ["default", "small",
+                                  pytest.param("small_unstaged", marks=pytest.mark.extended),
+                                  "lean"])
 @pytest.mark.parametrize("op", [isa.OP_ARRAY, isa.OP_MAXPOOL])
 def test_sequencer_issues_every_step_as_the_reference(name, op):
     cfg = CONFIGS[name]
@@ -270,7 +273,8 @@ class _UnpackHarness(Elaboratable):
         return m
 
 
-@pytest.mark.parametrize("name", ["default", "small", "lean"])
+@pytest.mark.parametrize("name", ["default", pytest.param("small", marks=pytest.mark.extended),
+                                  "lean"])
 def test_unpacker_writes_the_reference_words(name):
     cfg = CONFIGS[name]
     L = cfg.lanes

@@ -211,6 +211,7 @@ def test_noisy_line_without_retries_reports_the_failure(tmp_path):
 
 
 @pytest.mark.rtl
+@pytest.mark.extended  # (`make test` has the run without any retries)
 def test_noisy_line_without_retries_after_the_load_reports_the_failure(tmp_path):
     """Retries on for the load, off for the inferences, the line back noisier (an empty READ
     answer is hit 20% of the time): a STATUS, INFER or READ ends the run with a LinkError;
