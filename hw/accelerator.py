@@ -63,7 +63,7 @@ from .actmem import ActivationMemory
 from .config import ArrayConfig
 from .drain import Drain
 from .dump import TraceDump
-from .load import LoadParser, step_layout
+from .load import VERDICT_CYCLES, LoadParser, step_layout
 from .operands import MaxPoolOr, OperandFetch
 from .pe import PeArray
 from .sequencer import LoopSequencer, StepIssue
@@ -90,10 +90,10 @@ class PassState(enum.Enum, shape=4):
 
 #: At most this many clock edges after `load` accepts a record's last byte, `status` shows its
 #: verdict (`ready` after a commit, `error` after a failing byte): one in the load register,
-#: up to one waiting for the parser's bubble after the byte before, one for the registered
-#: verdict. An input's `loaded` check comes at its own last byte, so tokens may follow a load
-#: at once.
-LOAD_VERDICT_CYCLES = 3
+#: up to one waiting for the parser's bubble after the byte before, then the parser's own
+#: `VERDICT_CYCLES`. An input's `loaded` check comes at its own last byte, so tokens may
+#: follow a load at once.
+LOAD_VERDICT_CYCLES = 2 + VERDICT_CYCLES
 
 
 class Accelerator(wiring.Component):

@@ -138,10 +138,11 @@ class Drain(wiring.Component):
         shadow_row = Signal(self.shadow.shape().elem_shape, name="shadow_row")
         if R == 1:  # (no select: the one row's sums go straight to the LIF units)
             m.d.comb += shadow_row.eq(self.shadow[0])
-        with m.Switch(d1.row if R > 1 else 0):
-            for r in range(R if R > 1 else 0):
-                with m.Case(r):
-                    m.d.comb += shadow_row.eq(self.shadow[r])
+        else:
+            with m.Switch(d1.row):
+                for r in range(R):
+                    with m.Case(r):
+                        m.d.comb += shadow_row.eq(self.shadow[r])
 
         def delayed(value, cycles, name):
             """`value` `cycles` cycles later (a chain of registers)."""

@@ -53,10 +53,10 @@ class FrameDecoder(wiring.Component):
     A length over `max_payload` is answered right after the length field (BAD_LENGTH, hunt from
     the next byte); a frame that stops for `timeout_cycles` is rolled back (TIMEOUT).
 
-    Latency: `request` is valid 3 cycles after the last CRC byte was taken (DECIDE registers
-    the verdict, APPLY commits by it: the checks and the queue's pointer enables are two
-    paths) (1 after a rejected
-    length, `timeout_cycles` after the last byte of a stalled frame). Throughput: one byte per
+    Latency: `request` is valid 3 cycles after the last CRC byte was taken (1 after a rejected
+    length, `timeout_cycles` after the last byte of a stalled frame): DECIDE registers the
+    verdict and APPLY commits by it, so the checks and the queue's pointer enables are two
+    paths. Throughput: one byte per
     cycle. Cost: one `amaranth.lib.crc.Processor` (16 XOR trees, 16 flip-flops), a timeout
     counter of log2(`timeout_cycles`) bits, the length/remaining/segment counters, the request
     register and the last sequence number; on the iCE40 at max_payload 256 (unflattened,

@@ -14,9 +14,9 @@ Its reference is the load image decoder `pysim.hwref.decode_image` (what the mem
 and the compiler's records (`hw.compiler.CompiledNetwork.records`).
 
 Latency: a memory write the cycle after an entry's last byte (from the shift register, with a
-registered address); `ready` two cycles after the commit's last byte. Throughput: one byte per
-cycle, but one bubble (`load.ready` low) after each record header, each descriptor or global
-field, each step and the commit, in which the verdict of that byte's checks, registered, is
+registered address); `ready` one edge (`VERDICT_CYCLES`) after the edge that takes the
+commit's last byte. Throughput: one byte per cycle, but one bubble (`load.ready` low) after
+each record header, each descriptor or global field, each step and the commit, in which the verdict of that byte's checks, registered, is
 applied: no decision depends on more than the arriving byte's own checks in its cycle (on
 the iCE40 the parser was the design's worst path, 16 LUT levels from the byte to `n_passes`).
 Over a UART link the bubbles cost nothing (a byte every 10 bit times); a weight or parameter
@@ -35,6 +35,10 @@ from .arith import log2_ceil, times_const
 from .config import ArrayConfig
 from .status import Status
 from .streams import BYTE_STREAM
+
+#: Clock edges from the edge that takes a byte to its verdict on `ready` (after a commit) or
+#: `error_set` (after a failing byte): the verdict is applied in the bubble that follows.
+VERDICT_CYCLES = 1
 
 
 def write_signature(addr_bits: int, data_shape, en_bits: int = 1) -> wiring.Signature:

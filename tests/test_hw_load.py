@@ -12,7 +12,7 @@ from amaranth.sim import Simulator
 from hw import isa
 from hw.compiler import compile_network
 from hw.config import ArrayConfig
-from hw.load import LoadParser
+from hw.load import VERDICT_CYCLES, LoadParser
 from hw.status import Status
 from pysim.hwref import decode_image
 from pysim.random_model import random_int_model
@@ -62,7 +62,7 @@ def run_parser(config, chunks, gap=0.0, seed=0):
                     await tick(ctx)
                 await tick(ctx)
         ctx.set(dut.load.valid, 0)
-        for _ in range(3):
+        for _ in range(VERDICT_CYCLES):
             await tick(ctx)
         out.update(globals={n: ctx.get(getattr(dut.globals, n)) for n in isa.GLOBAL_FIELDS},
                    n_passes=ctx.get(dut.n_passes), ready=ctx.get(dut.ready), errors=errors)

@@ -8,7 +8,7 @@ from amaranth.sim import Simulator
 from hw import isa
 from hw.compiler import compile_network
 from hw.config import ArrayConfig
-from hw.load import FieldLimitCheck, LoadParser, record_struct
+from hw.load import VERDICT_CYCLES, FieldLimitCheck, LoadParser, record_struct
 from hw.status import Status
 from pysim.random_model import random_int_model
 
@@ -110,7 +110,7 @@ def feed(config, data: bytes):
                 await tick(ctx)
             await tick(ctx)
         ctx.set(dut.load.valid, 0)
-        for _ in range(3):
+        for _ in range(VERDICT_CYCLES):
             await tick(ctx)
         out.update(errors=errors, ready=ctx.get(dut.ready))
 
