@@ -25,7 +25,7 @@ export OPENFPGALOADER ?= true
 export DFU_SUFFIX ?= true
 export PYTHONHASHSEED := 0
 
-.PHONY: all venv iverilog test test-extended test-fast sim sim-fashion eval train pretrain lint synth explore bench fuzz soak noisy sparsity clean
+.PHONY: all venv iverilog test test-extended test-fast sim sim-fashion eval train teacher pretrain lint synth explore bench fuzz soak noisy sparsity clean
 
 all: test
 
@@ -67,9 +67,14 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 
 # `make train` retrains every digits variant; `make train DATASET=fashion [MODEL=<v>]` trains
-# the Fashion-MNIST ones (all five, or MODEL only when given), resuming after a kill.
+# the Fashion-MNIST ones (all five, or MODEL only when given), resuming after a kill, distilled
+# from the committed float CNN teacher (checkpoints/fashion/teacher.pt; `make teacher` retrains
+# it, about 10 minutes on one thread).
 train: $(STAMP)
-	$(PY) -m pysim.train --dataset $(DATASET) $(if $(filter command line environment,$(origin MODEL)),--model $(MODEL),--all)
+	$(PY) -m pysim.train --dataset $(DATASET) $(if $(filter command line environment,$(origin MODEL)),--model $(MODEL),--all) $(if $(filter fashion,$(DATASET)),--distill)
+
+teacher: $(STAMP)
+	$(PY) -m pysim.teacher
 
 # `make pretrain`: masked self-supervised pre-training of the Fashion-MNIST spikformer_v2 encoder
 # (pysim/pretrain.py; labels unused), resuming after a kill. Optional: PRETRAIN_EPOCHS (10),

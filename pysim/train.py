@@ -7,7 +7,9 @@
              --lr A[,B,...] (several: each is trained and the best on validation is kept),
              --data-dir DIR (Fashion-MNIST IDX files), --fresh (ignore a resume state),
              --T N (time steps, default 4), --init-encoder FILE (start from a pre-trained
-             encoder, `pysim.pretrain`), --suffix S (output name `<variant><S>`)
+             encoder, `pysim.pretrain`), --suffix S (output name `<variant><S>`),
+             --distill (Fashion-MNIST: learn from the float CNN teacher of `pysim.teacher`
+             as well as the labels; `make train DATASET=fashion` passes it)
 
 Stage 1 trains the float network (Adam, cosine learning rate, BatchNorm in train mode). Stage 2
 folds BatchNorm (running statistics) into the conv weights, fake-quantizes them with the scales of
@@ -80,7 +82,8 @@ LR = 5e-3
 LR_CANDIDATES = (5e-3, 1e-2)
 QAT_LR = 5e-4
 
-#: Fashion-MNIST: about 30 to 40 minutes per variant on one thread.
+#: Fashion-MNIST: about 40 minutes per variant on one idle thread (`make train` adds
+#: `--distill`: the teacher's soft targets, `pysim.teacher`).
 #: `shift`: random shifts of up to that many pixels besides the left-right flips (0: flips only;
 #: these small networks underfit in 12 epochs, and 2-pixel shifts cost validation accuracy).
 FASHION = {"epochs": 12, "qat_epochs": 2, "batch": 64, "lr": (3e-3,), "qat_lr": 3e-4,
@@ -110,12 +113,15 @@ def _shifted(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return padded[torch.arange(batch).view(-1, 1, 1), rows, cols]
 
 
-def _shift_flip(images: torch.Tensor, generator: torch.Generator, shift: int = 2
-                ) -> torch.Tensor:
+def _shift_flip(images: torch.Tensor, generator: torch.Generator, shift: int = 2,
+                flips: list | None = None) -> torch.Tensor:
     """Fashion-MNIST augmentation: random left-right flips and shifts of up to `shift` pixels
-    (zero fill) of (B, H, W) images."""
+    (zero fill) of (B, H, W) images. `flips`, when given, receives the flip mask (the
+    distillation teacher's logits are looked up by it)."""
     batch, h, w = images.shape
     flip = torch.rand(batch, generator=generator) < 0.5
+    if flips is not None:
+        flips.append(flip)
     images = torch.where(flip.view(-1, 1, 1), images.flip(-1), images)
     if not shift:
         return images
@@ -188,8 +194,10 @@ class _Run:
 
 def _stage(run: _Run, stage: str, model: SpikingTransformer, x: torch.Tensor, y: torch.Tensor,
            epochs: int, lr: float, batch: int, generator: torch.Generator, augment, desc: str,
-           extra: dict) -> None:
-    """Adam with a cosine learning-rate schedule on augmented images, cross-entropy."""
+           extra: dict, soft_targets: torch.Tensor | None = None) -> None:
+    """Adam with a cosine learning-rate schedule on augmented images, cross-entropy; with
+    `soft_targets` ((N, 2, classes) teacher logits of every image, plain and flipped,
+    `pysim.teacher.teacher_logits`) the distillation loss of `pysim.teacher.distill_loss`."""
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     per_epoch = (len(x) + batch - 1) // batch
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(epochs * per_epoch, 1))
@@ -210,7 +218,14 @@ def _stage(run: _Run, stage: str, model: SpikingTransformer, x: torch.Tensor, y:
                    disable=not run.progress, leave=False, file=sys.stderr)
         for first in range(0, len(x), batch):
             index = order[first:first + batch]
-            loss = F.cross_entropy(model(augment(x[index], generator)), y[index])
+            if soft_targets is None:
+                loss = F.cross_entropy(model(augment(x[index], generator)), y[index])
+            else:
+                from pysim.teacher import distill_loss
+                flips: list = []
+                logits = model(augment(x[index], generator, flips))
+                teacher = soft_targets[index, flips[0].long()]
+                loss = distill_loss(logits, teacher, y[index])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -290,7 +305,8 @@ def train_variant(variant: str, weight_bits: int = 8, epochs: int | None = None,
                   train_limit: int | None = None, dataset: str = "digits",
                   lr: float | None = None, resume: Path | None = None,
                   stop_after: int | None = None, data_dir=None, split=None, T: int = 4,
-                  init_encoder: Path | None = None, tokens: int = 16):
+                  init_encoder: Path | None = None, tokens: int = 16,
+                  distill: bool | None = None):
     """Train one variant; returns `(float_model, qat_model, metrics)` (no checkpoint written).
 
     `metrics` holds the validation accuracies (float and QAT) and the per-epoch history; the
@@ -299,7 +315,8 @@ def train_variant(variant: str, weight_bits: int = 8, epochs: int | None = None,
     number of time steps; `init_encoder` names a pre-trained encoder file (`pysim.pretrain`)
     loaded into the float model before the float stage; `tokens` 64 picks Fashion-MNIST's
     64-token shape (`fashion64_config`; the 28x32 images get their 2 zero rows a side in the
-    model's input stage).
+    model's input stage). `distill` (Fashion-MNIST; default: the dataset's recipe) trains
+    against the float CNN teacher of `pysim.teacher` as well as the labels.
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
@@ -320,28 +337,40 @@ def train_variant(variant: str, weight_bits: int = 8, epochs: int | None = None,
         from pysim.pretrain import file_digest, load_encoder
         pretrained = {"path": str(init_encoder), "sha256": file_digest(init_encoder),
                       "meta": load_encoder(model, init_encoder)}
+    distill = hp.get("distill", False) if distill is None else distill
+    soft_targets = None
+    if distill:
+        from pysim import teacher as teacher_module
+        if dataset != "fashion" or hp["shift"] or tokens != 16:
+            raise ValueError("distillation needs the Fashion-MNIST 16-token shape with flips "
+                             "only (the teacher's logits are cached per image and flip)")
+        teacher = teacher_module.load_teacher()
+        soft_targets = teacher_module.teacher_logits(teacher, x_train, seed)
     if dataset == "digits":
         augment = _shifted
     else:
-        def augment(images, gen):
-            return _shift_flip(images, gen, hp["shift"])
+        def augment(images, gen, flips=None):
+            return _shift_flip(images, gen, hp["shift"], flips)
     key = {"dataset": dataset, "variant": variant, "weight_bits": weight_bits, "seed": seed,
            "epochs": epochs, "qat_epochs": qat_epochs, "lr": lr, "batch": hp["batch"],
            "qat_lr": hp["qat_lr"], "train_limit": train_limit, "train_size": len(x),
-           "shift": hp["shift"]}
+           "shift": hp["shift"], "config": config_dict(model.config)}
     if T != 4:  # (only when set, so that the resume files of T=4 runs stay valid)
         key["T"] = T
     if tokens != 16:
         key["tokens"] = tokens
     if pretrained is not None:
         key["init_encoder"] = pretrained["sha256"]
+    if soft_targets is not None:
+        key["distill"] = {"teacher": teacher_module.state_digest(teacher),
+                          "alpha": teacher_module.ALPHA, "tau": teacher_module.TAU}
     run = _Run(key, resume, progress, stop_after, (x_val, y_val))
     _stage(run, "float", model, x, y, epochs, lr, hp["batch"], generator, augment,
-           f"{variant} float", {})
+           f"{variant} float", {}, soft_targets)
     float_model = copy.deepcopy(model)
     model.quantize(weight_bits)
     _stage(run, "qat", model, x, y, qat_epochs, hp["qat_lr"], hp["batch"], generator, augment,
-           f"{variant} qat", {"float_state": float_model.state_dict()})
+           f"{variant} qat", {"float_state": float_model.state_dict()}, soft_targets)
     metrics = {
         "lr": lr,
         "augment": ("shifts of up to 1 pixel" if dataset == "digits" else
@@ -356,6 +385,8 @@ def train_variant(variant: str, weight_bits: int = 8, epochs: int | None = None,
         metrics["tokens"] = tokens
     if pretrained is not None:
         metrics["init_encoder"] = pretrained
+    if soft_targets is not None:
+        metrics["distill"] = dict(key["distill"])
     return float_model, model, metrics
 
 
@@ -392,7 +423,7 @@ def output_name(variant: str, T: int = 4, pretrained: bool = False,
 def train_and_select(variant: str, dataset: str, lrs, weight_bits: int, epochs, qat_epochs,
                      seed: int, progress: bool, data_dir=None, use_resume: bool = True,
                      T: int = 4, init_encoder: Path | None = None, name: str | None = None,
-                     tokens: int = 16):
+                     tokens: int = 16, distill: bool | None = None):
     """Train every learning rate of `lrs` and keep the best QAT validation accuracy."""
     split = dataset_split(dataset, seed, data_dir)
     best, candidates = None, {}
@@ -400,7 +431,7 @@ def train_and_select(variant: str, dataset: str, lrs, weight_bits: int, epochs, 
         path = resume_path(dataset, name or variant, lr) if use_resume else None
         result = train_variant(variant, weight_bits, epochs, qat_epochs, seed, progress,
                                dataset=dataset, lr=lr, resume=path, split=split, T=T,
-                               init_encoder=init_encoder, tokens=tokens)
+                               init_encoder=init_encoder, tokens=tokens, distill=distill)
         candidates[f"{lr:g}"] = result[2]["val_qat_accuracy"]
         print(f"{name or variant} lr {lr:g}: validation float "
               f"{result[2]['val_float_accuracy']:.2%}, "
@@ -439,6 +470,10 @@ def main(argv=None) -> int:
     parser.add_argument("--tokens", type=int, choices=TOKENS, default=16,
                         help="Fashion-MNIST tokens: 16 (28x32 input, three pools) or 64 (32x32 "
                              "input, two pools: lane packing at T = 1; output name _n64)")
+    parser.add_argument("--distill", action=argparse.BooleanOptionalAction, default=None,
+                        help="Fashion-MNIST: train against the float CNN teacher of "
+                             "`python -m pysim.teacher` as well as the labels (default: the "
+                             "dataset's recipe)")
     parser.add_argument("--suffix", default=None,
                         help="output name suffix: <variant><suffix>.pt/.json/.npz (default: "
                              "'_pt' with --init-encoder, '_t<T>' when T != 4, '_n64' with "
@@ -470,7 +505,8 @@ def main(argv=None) -> int:
         float_model, qat_model, metrics = train_and_select(
             variant, args.dataset, lrs, args.weight_bits, args.epochs, args.qat_epochs,
             args.seed, not args.no_progress, args.data_dir, T=args.T,
-            init_encoder=args.init_encoder, name=name, tokens=args.tokens)
+            init_encoder=args.init_encoder, name=name, tokens=args.tokens,
+            distill=args.distill)
         metrics["float_accuracy"] = accuracy(float_model, x_test, y_test)
         metrics["qat_accuracy"] = accuracy(qat_model, x_test, y_test)
         metrics["golden_accuracy"] = int_accuracy(qat_model.export(), x_test, y_test)
