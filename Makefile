@@ -67,11 +67,11 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 
 # `make train` retrains every digits variant; `make train DATASET=fashion [MODEL=<v>]` trains
-# the Fashion-MNIST ones (all five, or MODEL only when given), resuming after a kill, distilled
-# from the committed float CNN teacher (checkpoints/fashion/teacher.pt; `make teacher` retrains
-# it, about 10 minutes on one thread).
+# the Fashion-MNIST ones (all five, or MODEL only when given), resuming after a kill; the four
+# without a stem learn from the committed float CNN teacher too (checkpoints/fashion/teacher.pt;
+# `make teacher` retrains it, about 10 minutes on one thread).
 train: $(STAMP)
-	$(PY) -m pysim.train --dataset $(DATASET) $(if $(filter command line environment,$(origin MODEL)),--model $(MODEL),--all) $(if $(filter fashion,$(DATASET)),--distill)
+	$(PY) -m pysim.train --dataset $(DATASET) $(if $(filter command line environment,$(origin MODEL)),--model $(MODEL),--all)
 
 teacher: $(STAMP)
 	$(PY) -m pysim.teacher

@@ -146,10 +146,13 @@ def load_teacher(path: Path = TEACHER_PATH) -> TeacherCNN:
     return model
 
 
-def teacher_logits(model: TeacherCNN, x_train, split_seed: int) -> torch.Tensor:
+def teacher_logits(model: TeacherCNN, x_train) -> torch.Tensor:
     """(N, 2, 10) teacher logits of every training image, plain ([:, 0]) and left-right
-    flipped ([:, 1]); cached in `build/teacher/` under the teacher's weights and the split."""
-    key = f"{state_digest(model)[:16]}-split{split_seed}-n{len(x_train)}"
+    flipped ([:, 1]); cached in `build/teacher/` under digests of the teacher's weights and of
+    the images."""
+    images = np.ascontiguousarray(x_train)
+    key = (f"{state_digest(model)[:16]}-{hashlib.sha256(images.tobytes()).hexdigest()[:16]}"
+           f"-n{len(images)}")
     path = CACHE_DIR / f"fashion-logits-{key}.pt"
     if path.exists():
         return torch.load(path, map_location="cpu")

@@ -40,7 +40,7 @@ def test_teacher_logits_cover_plain_and_flipped_images_and_are_cached(tmp_path, 
     monkeypatch.setattr(teacher_module, "CACHE_DIR", tmp_path)
     model = _random_teacher()
     x = fashion_pixels(fashion_test()[0][:12])
-    logits = teacher_logits(model, x, split_seed=0)
+    logits = teacher_logits(model, x)
     assert logits.shape == (12, 2, 10)
     with torch.no_grad():
         images = torch.from_numpy(x.astype(np.float32))
@@ -48,10 +48,14 @@ def test_teacher_logits_cover_plain_and_flipped_images_and_are_cached(tmp_path, 
         torch.testing.assert_close(logits[:, 1], model(images.flip(-1)))
     (cached,) = tmp_path.iterdir()
     assert state_digest(model)[:16] in cached.name
-    torch.testing.assert_close(teacher_logits(model, x, split_seed=0), logits, rtol=0, atol=0)
+    torch.testing.assert_close(teacher_logits(model, x), logits, rtol=0, atol=0)
     other = _random_teacher(1)  # another teacher gets its own cache entry
-    assert not torch.equal(teacher_logits(other, x, split_seed=0), logits)
+    assert not torch.equal(teacher_logits(other, x), logits)
     assert len(list(tmp_path.iterdir())) == 2
+    shifted = x.copy()  # and so do other images of the same count
+    shifted[0, 5, 5] ^= 1
+    assert not torch.equal(teacher_logits(model, shifted)[0], logits[0])
+    assert len(list(tmp_path.iterdir())) == 3
 
 
 def _split():
@@ -74,6 +78,15 @@ def test_distilled_training_is_deterministic_and_follows_the_teacher(tmp_path, m
     assert "distill" not in m_plain
     assert any(not torch.equal(value, plain.state_dict()[key])
                for key, value in q1.state_dict().items())
+
+
+def test_the_fashion_recipe_distills_the_four_stemless_variants_only(tmp_path, monkeypatch):
+    monkeypatch.setattr(teacher_module, "CACHE_DIR", tmp_path)
+    monkeypatch.setattr(teacher_module, "load_teacher", lambda path=None: _random_teacher())
+    kwargs = dict(epochs=1, qat_epochs=0, dataset="fashion", split=_split(), progress=False)
+    assert "distill" in train_variant("spikformer", **kwargs)[2]
+    assert "distill" not in train_variant("spikformer_v2", **kwargs)[2]
+    assert "distill" not in train_variant("spikformer", **kwargs, distill=False)[2]
 
 
 def test_distillation_refuses_what_the_cache_cannot_serve(monkeypatch):
