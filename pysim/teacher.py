@@ -67,34 +67,21 @@ class TeacherCNN(nn.Module):
         self.classifier = nn.Linear(64 * 4 * 4, 10)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float().unsqueeze(1) / PIXEL_MAX
+        x = torch.as_tensor(images).float().unsqueeze(1) / PIXEL_MAX
         x = self.features(x).flatten(1)
         return self.classifier(self.dropout(x))
-
-
-def _flip(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
-    return torch.where(flip.view(-1, 1, 1), images.flip(-1), images)
-
-
-def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
-    model.eval()
-    with torch.no_grad():
-        logits = torch.cat([model(images[i:i + 1000]) for i in range(0, len(images), 1000)])
-    return float((logits.argmax(1) == labels).float().mean())
 
 
 def train_teacher(split, seed: int = 0, epochs: int = EPOCHS, progress: bool = True
                   ) -> tuple[TeacherCNN, dict]:
     """Train the teacher on `split` (`pysim.train.dataset_split`'s tuple); returns the model
     (eval mode) and its validation metrics."""
-    from pysim.train import set_deterministic
+    from pysim.train import _shift_flip, accuracy, set_deterministic
 
     set_deterministic(seed)
     x_train, y_train, x_val, y_val = split
     x = torch.from_numpy(np.asarray(x_train, dtype=np.float32))
     y = torch.from_numpy(np.array(y_train, dtype=np.int64))
-    xv = torch.from_numpy(np.array(x_val, dtype=np.float32))
-    yv = torch.from_numpy(np.array(y_val, dtype=np.int64))
     generator = torch.Generator().manual_seed(seed)
     model = TeacherCNN()
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
@@ -108,13 +95,12 @@ def train_teacher(split, seed: int = 0, epochs: int = EPOCHS, progress: bool = T
                    disable=not progress, leave=False, file=sys.stderr)
         for first in bar:
             index = order[first:first + BATCH]
-            flip = torch.rand(len(index), generator=generator) < 0.5
-            loss = F.cross_entropy(model(_flip(x[index], flip)), y[index])
+            loss = F.cross_entropy(model(_shift_flip(x[index], generator, shift=0)), y[index])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             scheduler.step()
-        history.append({"epoch": epoch + 1, "val_accuracy": _accuracy(model, xv, yv)})
+        history.append({"epoch": epoch + 1, "val_accuracy": accuracy(model, x_val, y_val)})
         if progress:
             print(f"teacher epoch {epoch + 1}/{epochs}: validation "
                   f"{history[-1]['val_accuracy']:.2%}", file=sys.stderr, flush=True)
@@ -156,12 +142,11 @@ def teacher_logits(model: TeacherCNN, x_train) -> torch.Tensor:
     path = CACHE_DIR / f"fashion-logits-{key}.pt"
     if path.exists():
         return torch.load(path, map_location="cpu")
-    x = torch.from_numpy(np.asarray(x_train, dtype=np.float32))
-    model.eval()
-    with torch.no_grad():
-        plain = torch.cat([model(x[i:i + 1000]) for i in range(0, len(x), 1000)])
-        flipped = torch.cat([model(x[i:i + 1000].flip(-1)) for i in range(0, len(x), 1000)])
-    logits = torch.stack([plain, flipped], dim=1)
+    from pysim.train import predict_logits
+
+    x = torch.from_numpy(images)
+    logits = torch.stack([predict_logits(model, x, 1000), predict_logits(model, x.flip(-1), 1000)],
+                         dim=1)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(logits, tmp)
@@ -190,14 +175,13 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=TEACHER_PATH)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    from pysim.train import dataset_split, dataset_test
+    from pysim.train import accuracy, dataset_split, dataset_test
 
     start = time.monotonic()
     split = dataset_split("fashion", args.seed, args.data_dir)
     model, meta = train_teacher(split, args.seed, args.epochs, not args.no_progress)
     x_test, y_test = dataset_test("fashion")
-    meta["test_accuracy"] = _accuracy(model, torch.from_numpy(x_test.astype(np.float32)),
-                                      torch.from_numpy(np.array(y_test, dtype=np.int64)))
+    meta["test_accuracy"] = accuracy(model, x_test, y_test)
     meta["parameters"] = sum(p.numel() for p in model.parameters())
     meta["train_minutes"] = round((time.monotonic() - start) / 60, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -201,6 +201,8 @@ def _stage(run: _Run, stage: str, model: SpikingTransformer, x: torch.Tensor, y:
     """Adam with a cosine learning-rate schedule on augmented images, cross-entropy; with
     `soft_targets` ((N, 2, classes) teacher logits of every image, plain and flipped,
     `pysim.teacher.teacher_logits`) the distillation loss of `pysim.teacher.distill_loss`."""
+    if soft_targets is not None:
+        from pysim.teacher import distill_loss  # (pysim.teacher imports this module)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     per_epoch = (len(x) + batch - 1) // batch
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(epochs * per_epoch, 1))
@@ -224,7 +226,6 @@ def _stage(run: _Run, stage: str, model: SpikingTransformer, x: torch.Tensor, y:
             if soft_targets is None:
                 loss = F.cross_entropy(model(augment(x[index], generator)), y[index])
             else:
-                from pysim.teacher import distill_loss
                 flips: list = []
                 logits = model(augment(x[index], generator, flips))
                 teacher = soft_targets[index, flips[0].long()]
@@ -243,16 +244,19 @@ def _stage(run: _Run, stage: str, model: SpikingTransformer, x: torch.Tensor, y:
     model.eval()
 
 
-def accuracy(model: SpikingTransformer, images, labels, batch: int = 200) -> float:
-    """Top-1 accuracy of a torch model (float or QAT) in eval mode."""
+def predict_logits(model: torch.nn.Module, images, batch: int = 200) -> torch.Tensor:
+    """The logits of a torch model (a student, float or QAT, or `pysim.teacher`'s CNN) in eval
+    mode, `batch` images at a time."""
     model.eval()
-    labels = np.asarray(labels)
-    correct = 0
     with torch.no_grad():
-        for start in range(0, len(images), batch):
-            logits = model(images[start:start + batch])
-            correct += int((logits.argmax(dim=1).numpy() == labels[start:start + batch]).sum())
-    return correct / len(images)
+        return torch.cat([model(images[start:start + batch])
+                          for start in range(0, len(images), batch)])
+
+
+def accuracy(model: torch.nn.Module, images, labels, batch: int = 200) -> float:
+    """Top-1 accuracy of a torch model in eval mode."""
+    predicted = predict_logits(model, images, batch).argmax(dim=1).numpy()
+    return float((predicted == np.asarray(labels)).mean())
 
 
 def int_accuracy(intmodel, images, labels, batch: int = 500) -> float:
