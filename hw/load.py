@@ -309,6 +309,7 @@ class LoadParser(wiring.Component):
         # The verdict of the last cycle's byte, applied now.
         pending = Signal()
         p_code = Signal(Status)  # the failure found (Status.OK: none)
+        p_fail = Signal()  # p_code != Status.OK, registered with it
         p_field = Signal()  # a descriptor or global field: `field_check`'s verdict counts too
         p_range = Signal()  # a header: its last address `p_end` may not pass its memory's end
         p_end = Signal(max(isa.ENTRIES_HEADER["addr"].width, isa.DESC_HEADER["index"].width) + 1)
@@ -324,7 +325,8 @@ class LoadParser(wiring.Component):
             """Decide at the next cycle (the bubble): fail with `code`, or finish the record
             (`done`), or take the commit (`ok`); with `field`, fail if the field is out of
             range; a byte that ends its chunk mid-record fails too."""
-            return [pending.eq(1), p_code.eq(code), p_field.eq(field), p_range.eq(0),
+            return [pending.eq(1), p_code.eq(code), p_fail.eq(code != Status.OK),
+                    p_field.eq(field), p_range.eq(0),
                     p_last.eq(ld.payload.last), p_done.eq(done), p_commit.eq(commit),
                     p_ok.eq(ok)]
 
@@ -361,7 +363,11 @@ class LoadParser(wiring.Component):
                         | (kind.step & (p_end > cfg.step_depth))
                         | (kind.desc & (p_end > cfg.program_depth)))
             beyond = (p_field & check.out_of_range) | (p_range & past_end)
-            code = Mux(p_code != Status.OK, p_code, Mux(beyond, Status.DOES_NOT_FIT, Status.OK))
+            # The record fails on its own code or on a range check: the decision is an OR of
+            # flags (not a compare of the chosen code with OK, which put the code's mux in
+            # front of every register the verdict enables).
+            fail = p_fail | beyond
+            code = Mux(p_fail, p_code, Status.DOES_NOT_FIT)
             m.d.sync += pending.eq(0)
             # A commit's checks are all in `p_ok` (its `code` is OK), so it is decided
             # first: the range compare stays off the commit's registers.
@@ -371,7 +377,7 @@ class LoadParser(wiring.Component):
                              in_body.eq(0)]
                 with m.If(~p_ok & ~bad):  # after a failed record, keep its code
                     m.d.comb += [self.error.eq(Status.BAD_RECORD), self.error_set.eq(1)]
-            with m.Elif(code != Status.OK):
+            with m.Elif(fail):
                 m.d.sync += [bad.eq(1), in_body.eq(0), discard.eq(~p_last)]
                 m.d.comb += [self.error.eq(code), self.error_set.eq(1)]
             with m.Elif(p_done):

@@ -22,7 +22,8 @@ masked per step) and `pysim.cycles` (when steps issue and wait).
 Latency: the first step is in stage 1 the cycle after `start`; a step reaches stage 2 the cycle
 after it moves on. Throughput: one step per cycle while no drain holds a tile's last step.
 Cost: the descriptor registers, five stream-address accumulators, counters with registered
-last-value flags; per column an adder and comparators for the masks; three address adders.
+last-value flags (and each loop's count less 2, registered, for their compares); per column an
+adder and comparators for the masks; three address adders.
 """
 
 from amaranth import Const, Module, Mux, Signal, signed
@@ -115,11 +116,22 @@ class LoopSequencer(wiring.Component):
                     value = word.data[FW * (i % FPW):][:BITS[name]]
                     m.d.sync += [reg.eq(value) for reg in bases.get(name, [d.get(name)])]
 
+        # Each loop's count less 2, registered from the descriptor (which holds still through
+        # the pass; START is a cycle after the latch, the first advance a cycle after START):
+        # a counter's last flag looks one value ahead, `index + 2 == count`, and as
+        # `index == count - 2` that compare is an equality of two registers, without the
+        # adder's carry chain on the path from `advance` into the flag.
+        ahead = {}
+        for name in ("steps", "cts", "rgs", "groups"):
+            ahead[name] = Signal(signed(len(d[name]) + 1), name=f"{name}_less2")
+            m.d.sync += ahead[name].eq(d[name] - 2)
+
         def count(last, index, count_field, to_zero):
-            """The statements that move `index` on (or back to 0) with its `last` flag (the
-            compare looks one value ahead: one adder for both)."""
+            """The statements that move `index` on (or back to 0) with its `last` flag."""
             if to_zero:
                 return [index.eq(0), last.eq(d[count_field] == 1)]
+            if count_field in ahead:
+                return [index.eq(index + 1), last.eq(index == ahead[count_field])]
             return [index.eq(index + 1), last.eq(index + 2 == d[count_field])]
 
         st_next = Mux(tap_last, Mux(st_last, 0, st_i + 1), st_i)
