@@ -16,9 +16,10 @@ and the compiler's records (`hw.compiler.CompiledNetwork.records`).
 Latency: a memory write the cycle after an entry's last byte (from the shift register, with a
 registered address); `ready` one edge (`VERDICT_CYCLES`) after the edge that takes the
 commit's last byte. Throughput: one byte per cycle, but one bubble (`load.ready` low) after
-each record header, each descriptor or global field, each step and the commit, in which the verdict of that byte's checks, registered, is
-applied: no decision depends on more than the arriving byte's own checks in its cycle (on
-the iCE40 the parser was the design's worst path, 16 LUT levels from the byte to `n_passes`).
+each record header, each descriptor or global field, each step and the commit, in which the
+verdict of that byte's checks, registered, is applied: no decision depends on more than
+the arriving byte's own checks in its cycle (on the iCE40 the parser was the design's worst
+path, 16 LUT levels from the byte to `n_passes`).
 Over a UART link the bubbles cost nothing (a byte every 10 bit times); a weight or parameter
 entry takes none.
 Cost: a shift register of the widest entry (96 bits, or 8 * pe_rows), record counters, a
