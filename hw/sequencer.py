@@ -122,7 +122,7 @@ class LoopSequencer(wiring.Component):
         # `index == count - 2` that compare is an equality of two registers, without the
         # adder's carry chain on the path from `advance` into the flag.
         ahead = {}
-        for name in ("steps", "cts", "rgs", "groups"):
+        for name in ("taps", "steps", "cts", "rgs", "groups"):
             ahead[name] = Signal(signed(len(d[name]) + 1), name=f"{name}_less2")
             m.d.sync += ahead[name].eq(d[name] - 2)
 
@@ -130,9 +130,7 @@ class LoopSequencer(wiring.Component):
             """The statements that move `index` on (or back to 0) with its `last` flag."""
             if to_zero:
                 return [index.eq(0), last.eq(d[count_field] == 1)]
-            if count_field in ahead:
-                return [index.eq(index + 1), last.eq(index == ahead[count_field])]
-            return [index.eq(index + 1), last.eq(index + 2 == d[count_field])]
+            return [index.eq(index + 1), last.eq(index == ahead[count_field])]
 
         st_next = Mux(tap_last, Mux(st_last, 0, st_i + 1), st_i)
         m.d.comb += [self.step_addr.eq(d["step_base"] + Mux(self.start, 0, st_next)),

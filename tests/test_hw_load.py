@@ -130,3 +130,43 @@ def test_parser_refuses_a_wrong_checksum_and_record_count():
         assert out["ready"] == 0 and out["errors"] == [Status.BAD_RECORD]
     _, out = run_parser(CONFIG, [b"".join(records[:-1]) + wrong, b"".join(records)])
     assert out["ready"] == 1 and out["errors"] == [Status.BAD_RECORD]
+
+
+def test_parser_refuses_each_malformed_record_and_keeps_serving():
+    """Every verdict the parser can reach before a commit, each in its own chunk ahead of the
+    whole image in the next one: an unknown record type, a weight record of no entries and a
+    chunk that ends inside a record (BAD_RECORD), a weight record past the memory's end
+    (DOES_NOT_FIT). Each error is reported once, the rest of its chunk is dropped (the good
+    records after the bad one in the same chunk write nothing), the next commit is refused
+    (the image it closes followed a failed record) without a second error, and the image
+    loaded after that is committed."""
+    net = compile_network(random_int_model("iand", seed=3, T=2), CONFIG)
+    records = net.records()
+    weight = next(r for r in records if r[0] == isa.REC_WEIGHT)
+    entry_bytes = isa.weight_layout(CONFIG.pe_rows).nbytes
+
+    assert isa.ENTRIES_HEADER.nbytes == 3  # addr u16, count u8
+
+    def weights(addr, count):
+        return (bytes([isa.REC_WEIGHT]) + addr.to_bytes(2, "little") + bytes([count])
+                + bytes(entry_bytes * count))
+
+    # (what, chunk, code, whether a good weight record follows the bad one in its chunk)
+    cases = (
+        ("unknown type", bytes([0x7F]) + weight, Status.BAD_RECORD, True),
+        ("no entries", weights(0, 0) + weight, Status.BAD_RECORD, True),
+        ("past the end", weights(CONFIG.weight_depth - 1, 2) + weight, Status.DOES_NOT_FIT,
+         True),
+        # (its whole entries are written as they complete; the commit is what is refused)
+        ("cut off", weight[:len(weight) - 1], Status.BAD_RECORD, False),
+    )
+    for what, bad, code, followed in cases:
+        seen, out = run_parser(CONFIG, [bad])
+        assert out["errors"] == [code] and out["ready"] == 0, what
+        if followed:
+            assert seen["weight"] == {}, what  # the rest of the chunk is dropped
+        image = b"".join(records)
+        _, out = run_parser(CONFIG, [bad, image])
+        assert out["errors"] == [code] and out["ready"] == 0, what
+        _, out = run_parser(CONFIG, [bad, image, image])
+        assert out["errors"] == [code] and out["ready"] == 1, what
