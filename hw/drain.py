@@ -126,8 +126,8 @@ class Drain(wiring.Component):
         d1 = Signal(data.StructLayout({
             "valid": 1, "write": 1, "row": range(R + 1), "plane": BITS["out_planes"],
             "addr": AW, "en": C, "first_ct": 1}))
-        d1_bias = Signal(signed(A))
-        d1_thr = Signal(signed(M))
+        d1_bias = Signal(signed(A), reset_less=True)  # (data: read under d1.valid)
+        d1_thr = Signal(signed(M), reset_less=True)
         m.d.sync += [d1.valid.eq(issue), d1.write.eq(issue & ~head), d1.row.eq(dr_row),
                      d1.plane.eq(dr_plane), d1.addr.eq(dr_addr),
                      d1.en.eq(Mux(row_valid, dr.mask, 0)), d1.first_ct.eq(dr.first_ct),
@@ -144,20 +144,25 @@ class Drain(wiring.Component):
                     with m.Case(r):
                         m.d.comb += shadow_row.eq(self.shadow[r])
 
-        def delayed(value, cycles, name):
-            """`value` `cycles` cycles later (a chain of registers)."""
+        def delayed(value, cycles, name, reset_less=False):
+            """`value` `cycles` cycles later (a chain of registers; `reset_less` for data that
+            is only used under a flag that has its reset)."""
             for i in range(cycles):
-                q = Signal.like(value, name=f"{name}_d{i + 1}")
+                q = Signal.like(value, name=f"{name}_d{i + 1}", reset_less=reset_less)
                 m.d.sync += q.eq(value)
                 value = q
             return value
 
-        # Stage D2 (`drain_registers`): the selected row and its command, registered.
+        # Stage D2 (`drain_registers`): the selected row and its command, registered. Only the
+        # command (its valid and write flags) takes the reset: the row's sums, bias and
+        # threshold are read under those flags, and a reset on `pe_cols x lanes x acc_bits`
+        # flip-flops is a net of that fanout (on the ULX3S the power-on reset into this row
+        # register was the worst routed path).
         ROW_LAT = cfg.drain_row_latency
-        row = delayed(shadow_row, ROW_LAT, "row")
+        row = delayed(shadow_row, ROW_LAT, "row", reset_less=True)
         d2 = delayed(d1, ROW_LAT, "d2")
-        d2_bias = delayed(d1_bias, ROW_LAT, "d2_bias")
-        d2_thr = delayed(d1_thr, ROW_LAT, "d2_thr")
+        d2_bias = delayed(d1_bias, ROW_LAT, "d2_bias", reset_less=True)
+        d2_thr = delayed(d1_thr, ROW_LAT, "d2_thr", reset_less=True)
 
         LIF_LAT = cfg.lif_latency
         spikes = Signal(data.ArrayLayout(L, C))
@@ -176,7 +181,7 @@ class Drain(wiring.Component):
             terms += [row[c][lane] for lane in range(L)]
         # Write-back: the command and the raw planes wait for the LIF units' stages.
         wb = delayed(d2, LIF_LAT, "wb")
-        wb_planes = delayed(planes, LIF_LAT, "wb_planes")
+        wb_planes = delayed(planes, LIF_LAT, "wb_planes", reset_less=True)
         write = Signal(self.write.shape(), name="write_q")
         m.d.comb += [write.valid.eq(wb.write), write.addr.eq(wb.addr),
                      write.words.eq(Mux(raw, wb_planes, spikes)), write.en.eq(wb.en)]
@@ -195,7 +200,7 @@ class Drain(wiring.Component):
         row_sum = sum_tree(m, terms, "row_sum", register_every=2)
         HEAD_LAT = cfg.head_latency
         hd = delayed(d2, HEAD_LAT, "head")
-        hd_bias = delayed(d2_bias, HEAD_LAT, "head_bias")
+        hd_bias = delayed(d2_bias, HEAD_LAT, "head_bias", reset_less=True)
         logit_row = Signal(32)
         with m.Switch(hd.row):
             for r in range(R):

@@ -64,7 +64,8 @@ class LifUnit(wiring.Component):
         for t in range(L):
             if t and t % S == 0:
                 def reg(sig, name, t=t):
-                    q = Signal.like(sig, name=f"{name}_s{t}")
+                    # (no reset: a stage's values are used only with the drain's valid row)
+                    q = Signal.like(sig, name=f"{name}_s{t}", reset_less=True)
                     m.d.sync += q.eq(sig)
                     return q
                 xs = [reg(x, f"x{i}") if i >= t else None for i, x in enumerate(xs)]
